@@ -1,0 +1,1 @@
+//! Admission, concurrency limit and correlation of spawn_worker actions.

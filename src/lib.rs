@@ -1,0 +1,15 @@
+//! mcp-workers: turns the Claude Code CLI into a pool of tool-using workers, and serves a durable
+//! polling task queue over MCP. See ARCHITECTURE.md for the map.
+
+pub mod check;
+pub mod cli;
+pub mod dispatch;
+pub mod logging;
+pub mod mcp;
+pub mod profile;
+pub mod protocol;
+pub mod registry;
+pub mod run;
+pub mod shutdown;
+pub mod store;
+pub mod worker;

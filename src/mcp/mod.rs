@@ -1,0 +1,27 @@
+//! Built-in MCP servers: the polling queue and Telegram.
+
+pub mod queue;
+pub mod telegram;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(subcommand)]
+    pub server: McpServer,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpServer {
+    /// The polling task queue (worker_create / worker_poll / worker_submit) over stdio.
+    Queue(queue::QueueArgs),
+    /// A Telegram Bot API server (tg_send, tg_edit, tg_delete, tg_pin, tg_get_chat) over stdio.
+    Telegram(telegram::TelegramArgs),
+}
+
+pub async fn run(global: &crate::cli::GlobalArgs, args: McpArgs) -> anyhow::Result<std::process::ExitCode> {
+    match args.server {
+        McpServer::Queue(a) => queue::run_stdio(global, a).await,
+        McpServer::Telegram(a) => telegram::run_stdio(global, a).await,
+    }
+}

@@ -1,0 +1,247 @@
+//! The wire protocol: what agents send and what they get back. Pure: nothing here does I/O.
+//!
+//! Input is one JSON document per line (or HTTP body): `{"actions":[...]}`. Output is one JSON
+//! object per line: a `worker_result` per `spawn_worker` action, an `action_ack` per action of
+//! another type, an `error` per line that could not be read at all.
+
+pub mod parse;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The default worker deadline when an action names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(60_000);
+
+/// Stable, snake_case failure kinds. They are API: add, never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    InvalidAction,
+    UnknownServer,
+    SpawnFailed,
+    McpUnavailable,
+    Timeout,
+    ClaudeError,
+    RateLimited,
+    MaxTurns,
+    Cancelled,
+    Shutdown,
+    Interrupted,
+    InternalError,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::InvalidAction,
+        ErrorKind::UnknownServer,
+        ErrorKind::SpawnFailed,
+        ErrorKind::McpUnavailable,
+        ErrorKind::Timeout,
+        ErrorKind::ClaudeError,
+        ErrorKind::RateLimited,
+        ErrorKind::MaxTurns,
+        ErrorKind::Cancelled,
+        ErrorKind::Shutdown,
+        ErrorKind::Interrupted,
+        ErrorKind::InternalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidAction => "invalid_action",
+            ErrorKind::UnknownServer => "unknown_server",
+            ErrorKind::SpawnFailed => "spawn_failed",
+            ErrorKind::McpUnavailable => "mcp_unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ClaudeError => "claude_error",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::MaxTurns => "max_turns",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Interrupted => "interrupted",
+            ErrorKind::InternalError => "internal_error",
+        }
+    }
+}
+
+/// The `error` object of a failed `worker_result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl WorkerError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>, retryable: bool) -> Self {
+        Self { kind, message: message.into(), retryable }
+    }
+}
+
+/// Where an action came from: its input line (1-based, stdin only) and its index in `actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Origin {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub index: usize,
+}
+
+/// The status of one requested MCP server as the CLI reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `{"type":"worker_result", ...}`: the one answer to one `spawn_worker` action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerResult {
+    #[serde(rename = "type")]
+    pub kind: WorkerResultTag,
+    pub task_id: String,
+    pub success: bool,
+    pub result: String,
+    pub tools_used: Vec<String>,
+    /// Milliseconds the worker ran (0 when it never started).
+    pub duration: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<WorkerError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turns: Option<u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub servers: BTreeMap<String, ServerStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub denied_tools: Vec<String>,
+    /// Milliseconds the action waited for a free worker slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
+/// The constant `"worker_result"` tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum WorkerResultTag {
+    #[default]
+    #[serde(rename = "worker_result")]
+    WorkerResult,
+}
+
+impl WorkerResult {
+    /// A failure that happened before or instead of running a worker.
+    pub fn failure(task_id: impl Into<String>, origin: Origin, error: WorkerError) -> Self {
+        Self {
+            kind: WorkerResultTag::WorkerResult,
+            task_id: task_id.into(),
+            success: false,
+            result: error.message.clone(),
+            tools_used: Vec::new(),
+            duration: 0,
+            error: Some(error),
+            cost_usd: None,
+            turns: None,
+            servers: BTreeMap::new(),
+            denied_tools: Vec::new(),
+            queued: None,
+            origin,
+        }
+    }
+}
+
+/// A validated `spawn_worker` action, ready for the registry check and a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnAction {
+    pub task_id: String,
+    pub task: String,
+    pub servers: Vec<String>,
+    pub timeout: Duration,
+    pub profile: Option<String>,
+    pub max_turns: Option<u32>,
+    pub model: Option<String>,
+    pub origin: Origin,
+}
+
+/// Everything that can go on stdout (and over HTTP).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Result(Box<WorkerResult>),
+    Ack(ActionAck),
+    Error(LineError),
+}
+
+impl Output {
+    /// One protocol line, without the newline.
+    pub fn to_line(&self) -> String {
+        // Serialising these plain structs cannot fail; fall back to a fixed error line all the same.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","error":{"kind":"internal_error","message":"could not serialise output"}}"#.to_owned()
+        })
+    }
+}
+
+/// `{"type":"action_ack", ...}`: an action of another type was seen and is left to other consumers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionAck {
+    #[serde(rename = "type")]
+    pub kind: AckTag,
+    pub action_type: String,
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AckTag {
+    #[default]
+    #[serde(rename = "action_ack")]
+    ActionAck,
+}
+
+/// `{"type":"error", ...}`: a whole input line could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineError {
+    #[serde(rename = "type")]
+    pub kind: ErrorTag,
+    pub error: LineErrorBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ErrorTag {
+    #[default]
+    #[serde(rename = "error")]
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineErrorBody {
+    pub kind: LineErrorKind,
+    pub message: String,
+}
+
+/// Why a whole line was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineErrorKind {
+    /// Not JSON (or nested too deeply to read).
+    InvalidJson,
+    /// Longer than the line limit; the rest of the line was skipped.
+    LineTooLong,
+    /// JSON, but not an object with an `actions` array.
+    InvalidEnvelope,
+}
+
+impl LineError {
+    pub fn new(kind: LineErrorKind, message: impl Into<String>, line: Option<u64>) -> Self {
+        Self { kind: ErrorTag::Error, error: LineErrorBody { kind, message: message.into() }, line }
+    }
+}

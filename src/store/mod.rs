@@ -1,0 +1,1 @@
+//! The durable store: tasks, leases, workers, results (issue 3). SQLite by default.

@@ -1,0 +1,1 @@
+//! The only code that spawns and kills Claude Code workers.
