@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything mcp-workers and its tests need, pinned, into ./.tools, then builds the daemon.
-# Idempotent: a second run only checks. Needs: cargo, node >= 20 with npm, python3 >= 3.10.
+# Idempotent: a second run only checks. `--tools-only` skips the build. Needs: cargo, node >= 20 with npm, python3 >= 3.10.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,6 +50,10 @@ ln -sf ../node_modules/.bin/claude "$TOOLS/bin/claude"
 ln -sf ../node_modules/.bin/mcp-server-filesystem "$TOOLS/bin/mcp-server-filesystem"
 ln -sf ../venv/bin/mcp-server-fetch "$TOOLS/bin/mcp-server-fetch"
 
+if [ "${1:-}" = "--tools-only" ]; then
+  say "tools ready in $TOOLS/bin"
+  exit 0
+fi
 say "building mcp-workers (release)"
 cargo build --release --quiet
 say "ready: $ROOT/target/release/mcp-workers, tools in $TOOLS/bin"
