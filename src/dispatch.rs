@@ -87,7 +87,7 @@ impl Dispatcher {
             Item::Refused(result) => self.shared.emit(Output::Result(result)).await,
             Item::Ack(ack) => self.shared.emit(Output::Ack(ack)).await,
             Item::Spawn(action) => match self.shared.admit(action) {
-                Err(refused) => self.shared.emit(Output::Result(Box::new(refused))).await,
+                Err(refused) => self.shared.emit(Output::Result(refused)).await,
                 Ok((job, cancel)) => {
                     let task_id = job.action.task_id.clone();
                     let origin = job.action.origin;
@@ -122,9 +122,9 @@ impl Dispatcher {
 
 impl Shared {
     /// Registry, profile and task-id checks. On success the task id is reserved.
-    fn admit(&self, action: SpawnAction) -> Result<(Job, CancellationToken), WorkerResult> {
+    fn admit(&self, action: SpawnAction) -> Result<(Job, CancellationToken), Box<WorkerResult>> {
         let refuse = |kind, message: String| {
-            WorkerResult::failure(&action.task_id, action.origin, WorkerError::new(kind, message, false))
+            Box::new(WorkerResult::failure(&action.task_id, action.origin, WorkerError::new(kind, message, false)))
         };
         if let Some(unknown) = self.settings.registry.first_unknown(&action.servers) {
             let known: Vec<&str> = self.settings.registry.names().collect();
