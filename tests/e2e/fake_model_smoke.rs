@@ -11,7 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::support;
-use crate::support::fake_model::{FakeModel, Request, Step, api_error_body, status, text, tool_use, tool_uses};
+use crate::support::fake_model::{
+    FakeModel, Request, Step, api_error_body, hang, stall_mid_stream, status, text, tool_use, tool_uses,
+};
 
 /// A generous bound for one scripted run (they take about a second); only there so a broken test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
@@ -72,6 +74,11 @@ impl Run {
 
 /// Runs `claude -p` on `task` against `model`, with server-filesystem serving `sandbox`.
 async fn run_claude(model: &FakeModel, sandbox: &Sandbox, task: &str) -> Run {
+    run_claude_with(model, sandbox, task, &[]).await
+}
+
+/// `run_claude`, with some environment variables overridden.
+async fn run_claude_with(model: &FakeModel, sandbox: &Sandbox, task: &str, env: &[(&str, &str)]) -> Run {
     let home = tempfile::tempdir().expect("home temp dir");
     let config = home.path().join("mcp.json");
     let servers = json!({"mcpServers": {"filesystem": {
@@ -97,6 +104,7 @@ async fn run_claude(model: &FakeModel, sandbox: &Sandbox, task: &str) -> Run {
         .env("MCP_TIMEOUT", "10000")
         .env("CLAUDE_CODE_MAX_RETRIES", "0")
         .env("API_TIMEOUT_MS", "30000")
+        .envs(env.iter().copied())
         .arg("-p")
         .arg("--mcp-config")
         .arg(&config)
@@ -245,4 +253,89 @@ async fn real_cli_follows_a_dynamic_script_with_parallel_calls() {
     let turns: Vec<usize> = model.requests_for("smoke-dynamic").iter().map(Request::turn).collect();
     assert_eq!(turns, [0, 1, 2]);
     assert!(Path::new(&a).exists());
+}
+
+/// A hanging request times out in the CLI (`API_TIMEOUT_MS`) and does not hold up other requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_cli_times_out_on_a_hanging_model_while_others_are_served() {
+    let model = FakeModel::start().await;
+    let (hanging_sandbox, sandbox) = (Sandbox::new(), Sandbox::new());
+    model.script("smoke-hang", [hang()]);
+    model.script("smoke-after-hang", [text("still served")]);
+
+    let hanging =
+        run_claude_with(&model, &hanging_sandbox, "smoke-hang: never answered", &[("API_TIMEOUT_MS", "1500")]);
+    let other = async {
+        model.wait_for_requests(1).await;
+        run_claude(&model, &sandbox, "smoke-after-hang: answered").await
+    };
+    let (hanging, other) = tokio::join!(hanging, other);
+
+    assert_eq!(other.result()["result"], "still served", "result: {}", other.result());
+    let result = hanging.result();
+    assert_eq!(result["is_error"], true, "result: {result}");
+    assert!(result["result"].as_str().is_some_and(|text| text.contains("timed out")), "result: {result}");
+    assert_eq!(hanging.code, Some(1));
+}
+
+/// An overloaded model (529) is an error result naming the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_cli_reports_overloaded() {
+    let model = FakeModel::start().await;
+    let sandbox = Sandbox::new();
+    model.script("smoke-529", [status(529, api_error_body("overloaded_error", "Overloaded"))]);
+
+    let run = run_claude(&model, &sandbox, "smoke-529: overloaded").await;
+
+    let result = run.result();
+    assert_eq!(result["is_error"], true, "result: {result}");
+    assert_eq!(result["api_error_status"], 529, "result: {result}");
+    assert_eq!(run.code, Some(1));
+}
+
+/// The fake on its own: the non-streaming fallback, a loud 400 for unscripted tasks, a stalled stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_model_answers_plain_json_unscripted_tasks_and_stalls() {
+    let model = FakeModel::start().await;
+    model.script("plain", [tool_use("mcp__x__y", json!({"a": 1}))]);
+    model.script("stall", [stall_mid_stream()]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/messages?beta=true", model.base_url());
+    let body = |task: &str, stream: bool| {
+        let mut body = json!({"model": "claude-test", "max_tokens": 10, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<system-reminder>x</system-reminder>"}, {"type": "text", "text": task}]},
+        ]});
+        if stream {
+            body["stream"] = json!(true);
+        }
+        body
+    };
+
+    assert_eq!(client.head(model.base_url()).send().await.expect("HEAD").status(), 200);
+
+    let plain = client.post(&url).json(&body("plain task", false)).send().await.expect("POST plain");
+    assert_eq!(plain.status(), 200);
+    let message: Value = plain.json().await.expect("a JSON message");
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["stop_reason"], "tool_use");
+    assert_eq!(message["content"][0]["name"], "mcp__x__y");
+    assert_eq!(message["content"][0]["input"], json!({"a": 1}));
+    assert!(message["content"][0]["id"].as_str().is_some_and(|id| id.starts_with("toolu_")));
+    assert_eq!(message["usage"]["input_tokens"], 100);
+
+    let unscripted = client.post(&url).json(&body("nobody scripted this", true)).send().await.expect("POST unscripted");
+    assert_eq!(unscripted.status(), 400);
+    let error: Value = unscripted.json().await.expect("a JSON error");
+    assert_eq!(error["type"], "error");
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("nobody scripted this")), "{error}");
+
+    let mut stalled = client.post(&url).json(&body("stall here", true)).send().await.expect("POST stall");
+    assert_eq!(stalled.status(), 200);
+    let first = stalled.chunk().await.expect("first chunk").expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start\n"));
+    let next = tokio::time::timeout(Duration::from_millis(300), stalled.chunk()).await;
+    assert!(next.is_err(), "the stream went on after message_start: {next:?}");
+
+    assert_eq!(model.request_count(), 3);
+    assert_eq!(model.requests_for("plain").len(), 1);
 }
