@@ -62,7 +62,8 @@ pub enum Step {
     Text(String),
     /// Accept the request and never send the response headers.
     Hang,
-    /// Send the headers and `message_start`, then nothing more, keeping the connection open.
+    /// Send the headers and `message_start`, then nothing more, keeping the connection open (the CLI
+    /// waits 300 s, then retries without `stream`; that non-streaming request then hangs).
     StallMidStream,
     /// Answer with this HTTP status and JSON body.
     Status(u16, Value),
@@ -201,6 +202,10 @@ impl Request {
     }
 
     /// The `tool_result` blocks of the last user message: (content text, is_error).
+    ///
+    /// What the CLI puts there for an MCP tool: when the result has `structuredContent`, its JSON as a
+    /// string (server-filesystem's `write_file` gives `{"content":"Successfully wrote to ..."}`); else the
+    /// result's text blocks (joined here by newlines); for a failed call, the error text with `is_error`.
     pub fn last_tool_results(&self) -> Vec<(String, bool)> {
         let Some(last) = self.messages().iter().rev().find(|m| m["role"] == "user") else { return Vec::new() };
         let blocks = last["content"].as_array().map(Vec::as_slice).unwrap_or_default();
