@@ -106,13 +106,15 @@ pub async fn run(global: &crate::cli::GlobalArgs, args: CheckArgs) -> anyhow::Re
         &global.data_dir(),
     )?;
     let home = tempfile::tempdir()?;
+    // A worker runs in the workspace; without one (a fresh checkout), the root will do.
+    let cwd = if env.workspace().is_dir() { env.workspace().to_owned() } else { env.root() };
     let mut reports = Vec::new();
     for (name, entry) in registry.entries() {
         if !args.servers.is_empty() && !args.servers.iter().any(|s| s == name) {
             continue;
         }
         let vars = env.for_server(entry, &args.pass_env, home.path());
-        reports.push(probe(name, entry, &vars, env.workspace(), args.timeout).await);
+        reports.push(probe(name, entry, &vars, &cwd, args.timeout).await);
     }
     if args.json {
         let ok = !reports.iter().any(|r| r.status.is_problem());

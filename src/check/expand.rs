@@ -45,9 +45,14 @@ impl WorkerEnv {
         Ok(Self { path, builtins, workspace: std::path::absolute(workspace)?, daemon })
     }
 
-    /// The servers' working directory (a worker's cwd).
+    /// The servers' working directory: a worker's cwd, the workspace (when it exists).
     pub fn workspace(&self) -> &Path {
         &self.workspace
+    }
+
+    /// The project root.
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(&self.builtins["MCP_WORKERS_ROOT"])
     }
 
     /// The environment one server starts with: PATH, HOME, the built-in paths, the daemon's
