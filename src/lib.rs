@@ -10,6 +10,7 @@ pub mod profile;
 pub mod protocol;
 pub mod registry;
 pub mod run;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod worker;
