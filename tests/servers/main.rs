@@ -5,5 +5,6 @@
 
 mod bundled;
 mod check;
+mod fake_telegram;
 mod support;
 mod telegram;
