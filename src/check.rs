@@ -91,13 +91,13 @@ impl Report {
 
 pub async fn run(global: &crate::cli::GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let root = std::path::absolute(&global.root)?;
+    let root = root.canonicalize().unwrap_or(root);
     let registry_path = args.registry.clone().unwrap_or_else(|| root.join(".claude/mcp_servers.json"));
     let self_exe = std::env::current_exe()?;
     let registry = Registry::load(&registry_path, &self_exe)?;
     if let Some(unknown) = registry.first_unknown(&args.servers) {
-        anyhow::bail!("MCP server not found: {unknown} (the registry {} has: {})", registry_path.display(), {
-            registry.names().collect::<Vec<_>>().join(", ")
-        });
+        let known = registry.names().collect::<Vec<_>>().join(", ");
+        anyhow::bail!("MCP server not found: {unknown} (the registry {} has: {known})", registry_path.display());
     }
     let env = WorkerEnv::for_daemon(
         &root,
@@ -245,10 +245,7 @@ pub fn table(reports: &[Report]) -> String {
         let status =
             serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let start = r.start_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
-        let detail = match (&r.detail, r.status) {
-            (Some(detail), _) => detail.clone(),
-            (None, _) => r.tools.join(", "),
-        };
+        let detail = r.detail.clone().unwrap_or_else(|| r.tools.join(", "));
         out.push_str(&format!("{:<width$}  {:<15}  {:>5}  {:>8}  {detail}\n", r.name, status, r.tools.len(), start));
     }
     out
