@@ -3,4 +3,5 @@
 
 mod fake_model_smoke;
 mod run;
+mod servers;
 mod support;
