@@ -2,4 +2,6 @@
 //! against a scripted stand-in for the Anthropic Messages API (`support::fake_model`).
 
 mod fake_model_smoke;
+mod run;
+mod servers;
 mod support;
