@@ -3,7 +3,7 @@
 # mcp-workers: the daemon, the pinned Claude Code CLI and the runtimes of the registry's servers.
 #
 #   docker build -t mcp-workers .
-#   docker run -d -p 127.0.0.1:8787:8787 --env-file .env mcp-workers          # HTTP service
+#   docker run -d -p 127.0.0.1:8787:8787 --env-file .env --stop-timeout 30 mcp-workers   # HTTP service
 #   docker run --rm -i --no-healthcheck -e ANTHROPIC_API_KEY mcp-workers run   # JSON lines on stdin
 #   docker run --rm -i --no-healthcheck mcp-workers mcp queue --timeout=59     # queue for an MCP client
 #
