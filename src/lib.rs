@@ -4,10 +4,12 @@
 pub mod check;
 pub mod cli;
 pub mod dispatch;
+pub mod http;
 pub mod logging;
 pub mod mcp;
 pub mod profile;
 pub mod protocol;
+pub mod queue_cli;
 pub mod registry;
 pub mod run;
 pub mod shutdown;
