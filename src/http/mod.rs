@@ -2,6 +2,7 @@
 //! HTTP at `/mcp`. The router is built in [`routes`]: add routes there; the Host/Origin guard
 //! wraps all of them.
 
+pub mod disconnect;
 mod guard;
 
 use std::net::SocketAddr;
@@ -37,9 +38,9 @@ pub struct ServeArgs {
 /// The daemon's HTTP routes, unguarded.
 pub fn routes(queue: Arc<Queue>, guard: &HostGuard, shutdown: &CancellationToken) -> Router {
     let config = StreamableHttpServerConfig::default()
-        // Stateless: a request's stream is the whole conversation, so a client that goes away
-        // cancels its poll (and no task leaves with it).
-        .with_legacy_session_mode(false)
+        // Sessions (for clients on protocol versions before 2026-07-28) route a client's
+        // notifications/cancelled to its poll; a client that just goes away is seen by
+        // `disconnect::track`. Keep-alives make hyper notice a dead connection within a second.
         .with_sse_keep_alive(Some(Duration::from_secs(1)))
         .with_allowed_hosts(guard.hosts().iter().cloned())
         .with_cancellation_token(shutdown.child_token());
@@ -48,7 +49,7 @@ pub fn routes(queue: Arc<Queue>, guard: &HostGuard, shutdown: &CancellationToken
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    Router::new().nest_service("/mcp", mcp)
+    Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn(disconnect::track))
 }
 
 /// `routes` behind the Host/Origin guard.

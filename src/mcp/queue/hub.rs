@@ -133,9 +133,9 @@ impl Queue {
         self.with_store(move |s| s.submit(&w, &t, &r, now_ms())).await
     }
 
-    /// Waits up to the poll timeout for a task for `worker_id`. A cancelled `ct` ends the wait
-    /// without taking a task.
-    pub async fn poll(&self, worker_id: &str, ct: &CancellationToken) -> Result<PollOutcome, QueueError> {
+    /// Waits up to the poll timeout for a task for `worker_id`. When `cancelled` completes (the
+    /// client cancelled or went away) the wait ends without taking a task.
+    pub async fn poll(&self, worker_id: &str, cancelled: impl Future<Output = ()>) -> Result<PollOutcome, QueueError> {
         let now = now_ms();
         let until = self.active_until(now);
         let id = worker_id.to_owned();
@@ -151,7 +151,7 @@ impl Queue {
         let cancelled = tokio::select! {
             task = &mut rx => return Ok(task.map_or(PollOutcome::Idle, PollOutcome::Task)),
             () = tokio::time::sleep(self.config.poll_timeout) => false,
-            () = ct.cancelled() => true,
+            () = cancelled => true,
             () = self.shutdown.cancelled() => true,
         };
         // The dispatcher may have sent a task just now: closing makes any later send fail (the

@@ -91,10 +91,16 @@ pub async fn run_stdio(global: &GlobalArgs, args: QueueArgs) -> anyhow::Result<E
     crate::shutdown::on_signals(shutdown.clone())?;
     let queue = start(global, &args, &shutdown)?;
     tracing::info!(timeout = ?args.timeout, data_dir = %global.data_dir().display(), "queue server on stdio");
-    let service = QueueServer::new(queue)
-        .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
-        .await
-        .context("MCP handshake on stdio failed")?;
+    let service = match QueueServer::new(queue).serve_with_ct(rmcp::transport::stdio(), shutdown.child_token()).await {
+        Ok(service) => service,
+        Err(
+            rmcp::service::ServerInitializeError::ConnectionClosed(_) | rmcp::service::ServerInitializeError::Cancelled,
+        ) => {
+            tracing::info!("stdin closed before the MCP handshake; exiting");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(err) => return Err(err).context("MCP handshake on stdio failed"),
+    };
     let reason = service.waiting().await;
     shutdown.cancel();
     tracing::debug!(?reason, "stdio closed; queue server exits");

@@ -149,7 +149,17 @@ impl QueueServer {
         };
         let _ticker =
             context.meta.get_progress_token().map(|t| ProgressTicker::start(context.peer.clone(), t, &self.queue));
-        match self.queue.poll(worker_id, &context.ct).await.map_err(|e| internal(&e))? {
+        let disconnect = crate::http::disconnect::Disconnect::of(&context.extensions);
+        let cancelled = async {
+            match &disconnect {
+                Some(gone) => tokio::select! {
+                    () = context.ct.cancelled() => {}
+                    () = gone.cancelled() => {}
+                },
+                None => context.ct.cancelled().await,
+            }
+        };
+        match self.queue.poll(worker_id, cancelled).await.map_err(|e| internal(&e))? {
             PollOutcome::Task(task) => {
                 tracing::info!(worker_id, task_id = %task.id, attempt = task.attempts, "task handed out");
                 Ok(replies::assignment(worker_id, &task))
@@ -157,7 +167,7 @@ impl QueueServer {
             PollOutcome::Idle => Ok(replies::next(worker_id)),
             PollOutcome::UnknownWorker => Ok(replies::unknown_worker(worker_id)),
             PollOutcome::Cancelled => {
-                tracing::debug!(worker_id, "poll cancelled; no task taken");
+                tracing::info!(worker_id, "poll cancelled or client gone: poll ended without a task");
                 Ok(replies::error_then_poll(worker_id, "The poll was cancelled; no task was taken.".into()))
             }
         }
