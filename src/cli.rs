@@ -97,6 +97,13 @@ pub struct WorkerArgs {
     /// Extra environment variables to pass to every worker, by name (repeatable).
     #[arg(long = "pass-env", value_name = "NAME")]
     pub pass_env: Vec<String>,
+    /// Run the CLI without `--bare` (then user/project settings are still ignored, but CLAUDE.md
+    /// files are read, and auth may come from ANTHROPIC_AUTH_TOKEN or an OAuth token).
+    #[arg(long, env = "MCP_WORKERS_NO_BARE")]
+    pub no_bare: bool,
+    /// The longest input line (one JSON document) accepted, in bytes.
+    #[arg(long, env = "MCP_WORKERS_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_line_bytes: usize,
 }
 
 #[derive(Debug, Clone, Args)]

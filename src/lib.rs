@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod queue_cli;
 pub mod registry;
 pub mod run;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod worker;

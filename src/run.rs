@@ -1,8 +1,121 @@
-//! `mcp-workers run`: the stdin/stdout filter.
+//! `mcp-workers run`: JSON lines on stdin, protocol lines on stdout, logs on stderr.
+//!
+//! At end of input the accepted work is finished, then the process exits 0. On SIGINT/SIGTERM
+//! reading stops, workers are stopped (graceful, then forced), each unfinished action gets its
+//! `shutdown` result, and the process exits 0.
 
-pub async fn run_stdin(
-    _global: &crate::cli::GlobalArgs,
-    _args: crate::cli::RunArgs,
-) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not yet")
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::dispatch::Dispatcher;
+use crate::protocol::parse::parse_line;
+use crate::protocol::{LineError, LineErrorKind, Output};
+use crate::settings::DaemonSettings;
+
+pub async fn run_stdin(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = Arc::new(DaemonSettings::from_args(global, &args.worker)?);
+    crate::protocol::schema::warm_up();
+    let shutdown = CancellationToken::new();
+    crate::shutdown::on_signals(shutdown.clone())?;
+    info!(
+        max_workers = settings.max_workers,
+        servers = settings.registry.len(),
+        claude = %settings.worker.cli.claude.display(),
+        "reading actions from stdin"
+    );
+    serve_lines(settings, tokio::io::stdin(), tokio::io::stdout(), shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The filter itself, over any reader and writer: reads lines until end of input or shutdown,
+/// then waits for every accepted action's result to be written.
+pub async fn serve_lines<R, W>(settings: Arc<DaemonSettings>, input: R, output: W, shutdown: CancellationToken)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (out_tx, out_rx) = mpsc::channel::<Output>(1024);
+    let writer = tokio::spawn(write_lines(out_rx, output, shutdown.clone()));
+    let (dispatcher, finished) = Dispatcher::start(settings.clone(), out_tx.clone(), shutdown.clone());
+
+    let mut lines = FramedRead::new(input, LinesCodec::new_with_max_length(settings.max_line_bytes));
+    let mut number = 0u64;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            next = lines.next() => next,
+        };
+        let reply = match next {
+            None => break,
+            Some(Err(LinesCodecError::Io(err))) => {
+                warn!("cannot read stdin: {err}");
+                break;
+            }
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                number += 1;
+                Err(LineError::new(
+                    LineErrorKind::LineTooLong,
+                    format!("line is longer than {} bytes; it was skipped", settings.max_line_bytes),
+                    Some(number),
+                ))
+            }
+            Some(Ok(line)) => {
+                number += 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                parse_line(&line, Some(number), settings.limits)
+            }
+        };
+        match reply {
+            Ok(items) => {
+                for item in items {
+                    dispatcher.submit(item).await;
+                }
+            }
+            Err(error) => {
+                let _ = out_tx.send(Output::Error(error)).await;
+            }
+        }
+    }
+    info!(lines = number, unfinished = dispatcher.unfinished(), "input closed; finishing accepted actions");
+    drop(dispatcher);
+    finished.wait().await;
+    drop(out_tx);
+    if let Err(err) = writer.await {
+        warn!("the output writer stopped abnormally: {err}");
+    }
+}
+
+/// Writes each output as one line; flushes whenever no further output is waiting. If the reader
+/// of our output goes away, nothing can be delivered any more: that is a shutdown.
+async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Output>, output: W, shutdown: CancellationToken) {
+    let mut out = BufWriter::new(output);
+    let mut broken = false;
+    while let Some(item) = rx.recv().await {
+        if broken {
+            continue;
+        }
+        let mut line = item.to_line();
+        line.push('\n');
+        let mut written = out.write_all(line.as_bytes()).await;
+        if written.is_ok() && rx.is_empty() {
+            written = out.flush().await;
+        }
+        if let Err(err) = written {
+            warn!("cannot write to stdout ({err}); shutting down");
+            broken = true;
+            shutdown.cancel();
+        }
+    }
+    let _ = out.flush().await;
 }

@@ -1,0 +1,195 @@
+//! Spawning and stopping the child: the only place in the daemon that does either.
+//!
+//! Every child gets its own process group. Stopping means SIGTERM to the CLI (it cleans up its MCP
+//! servers), a grace period, then SIGKILL to the whole group. After any exit the group is killed
+//! again, because the CLI leaves MCP servers that failed to connect behind. A guard does the same
+//! if the future running the child is dropped.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use super::command::Plan;
+use super::outcome::{ExitInfo, Stop};
+
+/// The longest stdout line read whole; longer lines are skipped (and counted).
+pub const MAX_EVENT_LINE: usize = 8 * 1024 * 1024;
+/// How much of stderr is kept (its tail).
+pub const STDERR_TAIL_BYTES: usize = 16 * 1024;
+/// After the CLI exits, how long to drain what is left in its stdout.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What the line handler asks for after each stdout line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Stop(Stop),
+}
+
+/// How the child ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub exit: ExitInfo,
+    pub stop: Option<Stop>,
+    pub stderr_tail: String,
+    pub skipped_lines: u64,
+}
+
+/// Kills the group when dropped: the last line of defence against leftovers.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs the plan until the child exits, the deadline passes, or `cancel` fires (`cancel_stop` says
+/// which kind of stop that is). Each stdout line goes to `on_line`, which may stop the child.
+pub async fn run(
+    plan: &Plan,
+    deadline: Duration,
+    cancel: &CancellationToken,
+    cancel_stop: impl Fn() -> Stop,
+    grace: Duration,
+    mut on_line: impl FnMut(&str) -> Verdict,
+) -> io::Result<Ended> {
+    let mut command = Command::new(&plan.program);
+    command
+        .args(&plan.args)
+        .env_clear()
+        .envs(&plan.env)
+        .current_dir(&plan.cwd)
+        .stdin(if plan.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let mut guard = GroupGuard(pid);
+
+    if let (Some(task), Some(mut stdin)) = (plan.stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            // A child that exits early closes the pipe: nothing to report then.
+            let _ = stdin.write_all(task.as_bytes()).await;
+        });
+    }
+    let stderr = child.stderr.take().map(|err| tokio::spawn(tail(err, STDERR_TAIL_BYTES)));
+    let stdout = child.stdout.take().ok_or_else(|| io::Error::other("child stdout was not captured"))?;
+    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_EVENT_LINE));
+    let mut skipped_lines = 0u64;
+    let mut feed = |item: Option<Result<String, LinesCodecError>>, skipped: &mut u64| -> Option<Verdict> {
+        match item {
+            Some(Ok(line)) => Some(on_line(&line)),
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                *skipped += 1;
+                Some(Verdict::Continue)
+            }
+            Some(Err(LinesCodecError::Io(_))) | None => None,
+        }
+    };
+
+    let sleep = tokio::time::sleep(deadline);
+    tokio::pin!(sleep);
+    let mut stop = None;
+    let mut status = None;
+    let mut stdout_open = true;
+    while stop.is_none() && status.is_none() {
+        tokio::select! {
+            _ = cancel.cancelled() => stop = Some(cancel_stop()),
+            _ = &mut sleep => stop = Some(Stop::Deadline),
+            item = lines.next(), if stdout_open => match feed(item, &mut skipped_lines) {
+                Some(Verdict::Stop(reason)) => stop = Some(reason),
+                Some(Verdict::Continue) => {}
+                None => stdout_open = false,
+            },
+            exited = child.wait() => status = Some(exited?),
+        }
+    }
+
+    let status = match status {
+        Some(status) => status,
+        None => terminate(&mut child, pid, grace, &mut lines).await?,
+    };
+    // The CLI is gone: kill whatever is left of its group (servers it did not reap).
+    if let Some(pgid) = pid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    guard.0 = None;
+    // Read what the CLI wrote before it exited (the `result` line is often still in the pipe).
+    if stdout_open && stop.is_none() {
+        let _ = tokio::time::timeout(DRAIN, async {
+            while let Some(Verdict::Continue | Verdict::Stop(_)) = feed(lines.next().await, &mut skipped_lines) {}
+        })
+        .await;
+    }
+    let stderr_tail = match stderr {
+        Some(handle) => tokio::time::timeout(DRAIN, handle).await.ok().and_then(Result::ok).unwrap_or_default(),
+        None => String::new(),
+    };
+    Ok(Ended { exit: ExitInfo { code: status.code(), signal: status.signal() }, stop, stderr_tail, skipped_lines })
+}
+
+/// SIGTERM to the CLI, up to `grace` for it to exit (draining its stdout meanwhile so it never
+/// blocks on a full pipe), then SIGKILL to the whole group.
+async fn terminate<R: tokio::io::AsyncRead + Unpin>(
+    child: &mut Child,
+    pid: Option<Pid>,
+    grace: Duration,
+    lines: &mut FramedRead<R, LinesCodec>,
+) -> io::Result<std::process::ExitStatus> {
+    if let Some(pid) = pid {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let graceful = tokio::time::timeout(grace, async {
+        loop {
+            tokio::select! {
+                exited = child.wait() => return exited,
+                item = lines.next() => if item.is_none() { return child.wait().await },
+            }
+        }
+    })
+    .await;
+    match graceful {
+        Ok(status) => status,
+        Err(_) => {
+            if let Some(pgid) = pid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            child.wait().await
+        }
+    }
+}
+
+/// Reads a stream to its end and keeps its last `limit` bytes, as text.
+async fn tail<R: tokio::io::AsyncRead + Unpin>(mut reader: R, limit: usize) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * limit {
+                    kept.drain(..kept.len() - limit);
+                }
+            }
+        }
+    }
+    if kept.len() > limit {
+        kept.drain(..kept.len() - limit);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
