@@ -1,6 +1,7 @@
 //! Black-box tests of the polling queue: the built `mcp-workers` binary, spoken to by the
 //! official Python MCP SDK client over stdio and Streamable HTTP.
 
+mod claude;
 mod support;
 
 use std::time::{Duration, Instant};
