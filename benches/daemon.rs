@@ -32,7 +32,11 @@ fn main() {
     let n = 300;
     let baseline = direct_spawns(&fast, n);
     let base_median = percentile(&baseline, 50.0);
-    println!("baseline: stub spawn+exit, direct      median {:>8.3} ms  p99 {:>8.3} ms  (n={n})", ms(base_median), ms(percentile(&baseline, 99.0)));
+    println!(
+        "baseline: stub spawn+exit, direct      median {:>8.3} ms  p99 {:>8.3} ms  (n={n})",
+        ms(base_median),
+        ms(percentile(&baseline, 99.0))
+    );
 
     let mut daemon = Daemon::start(root, &fast, 1);
     for i in 0..20 {
@@ -41,8 +45,16 @@ fn main() {
     let through: Vec<Duration> = (0..n).map(|i| daemon.roundtrip(1000 + i)).collect();
     daemon.finish();
     let overhead: Vec<Duration> = through.iter().map(|d| d.saturating_sub(base_median)).collect();
-    println!("through the daemon, one at a time      median {:>8.3} ms  p99 {:>8.3} ms", ms(percentile(&through, 50.0)), ms(percentile(&through, 99.0)));
-    println!("daemon overhead per worker             median {:>8.3} ms  p99 {:>8.3} ms", ms(percentile(&overhead, 50.0)), ms(percentile(&overhead, 99.0)));
+    println!(
+        "through the daemon, one at a time      median {:>8.3} ms  p99 {:>8.3} ms",
+        ms(percentile(&through, 50.0)),
+        ms(percentile(&through, 99.0))
+    );
+    println!(
+        "daemon overhead per worker             median {:>8.3} ms  p99 {:>8.3} ms",
+        ms(percentile(&overhead, 50.0)),
+        ms(percentile(&overhead, 99.0))
+    );
 
     let concurrency = 16;
     let total = 1000;
@@ -56,7 +68,10 @@ fn main() {
     let results = daemon.read_all();
     let rate = results as f64 / started.elapsed().as_secs_f64();
     assert_eq!(results, total, "every action gets one result");
-    println!("throughput, {total} actions, {concurrency} at once     {rate:>8.0} results/s  (direct spawns: {direct_rate:.0}/s, ratio {:.2})", rate / direct_rate);
+    println!(
+        "throughput, {total} actions, {concurrency} at once     {rate:>8.0} results/s  (direct spawns: {direct_rate:.0}/s, ratio {:.2})",
+        rate / direct_rate
+    );
 
     let in_flight = 256;
     let mut daemon = Daemon::start(root, &slow, in_flight);
@@ -67,7 +82,10 @@ fn main() {
     let pid = daemon.child.id();
     let results = daemon.read_all();
     assert_eq!(results, in_flight);
-    println!("peak daemon RSS with {in_flight} workers in flight  {:>8.1} MiB", daemon.peak_rss_kib.unwrap_or(0) as f64 / 1024.0);
+    println!(
+        "peak daemon RSS with {in_flight} workers in flight  {:>8.1} MiB",
+        daemon.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
+    );
     let _ = pid;
 }
 
