@@ -325,3 +325,22 @@ fn http_refuses_foreign_host_and_origin() {
         }
     });
 }
+
+#[test]
+fn demo_tasks_come_while_a_worker_is_active_at_most_three_waiting() {
+    let dir = data_dir();
+    let mut d = Driver::stdio(dir.path(), &["--timeout=10", "--demo-tasks", "--demo-interval=150ms"]);
+    let w = d.create_worker();
+    let got = d.call("p", "worker_poll", json!({"worker_id": w}));
+    let prompt = got["json"]["prompt"].as_str().unwrap_or_else(|| panic!("no demo task: {got}"));
+    assert!(mcp_workers::mcp::queue::demo::PROMPTS.contains(&prompt), "{prompt}");
+    // Without polling, the source stops at 3 waiting tasks.
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = tasks(dir.path());
+    let queued = all.iter().filter(|t| t["state"] == "queued").count();
+    assert_eq!(queued, 3, "{all:?}");
+    let mut prompts: Vec<&str> = all.iter().filter_map(|t| t["prompt"].as_str()).collect();
+    prompts.sort_unstable();
+    prompts.dedup();
+    assert_eq!(prompts.len(), all.len(), "no prompt twice");
+}

@@ -5,6 +5,8 @@
 
 pub mod demo;
 pub mod hub;
+#[cfg(test)]
+mod hub_tests;
 pub mod replies;
 pub mod server;
 
