@@ -263,15 +263,49 @@ fn malformed_calls_get_clear_errors_and_change_nothing() {
 }
 
 #[test]
-fn stdio_server_exits_when_stdin_closes_even_with_a_poll_waiting() {
+fn stdio_server_exits_at_once_when_stdin_closes_even_with_a_poll_waiting() {
+    use std::io::{BufRead, BufReader, Write};
     let dir = data_dir();
-    let mut d = Driver::stdio(dir.path(), &["--timeout=50"]);
-    let w = d.create_worker();
-    d.start("p", "worker_poll", json!({"worker_id": w}), false);
-    std::thread::sleep(Duration::from_millis(200));
-    d.send(json!({"op": "quit"}));
-    d.close();
-    assert!(d.wait(Duration::from_secs(10)).is_some(), "client (and its server) should end");
+    let mut child = std::process::Command::new(support::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["mcp", "queue", "--timeout=50"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut send = |v: Value| writeln!(stdin, "{v}").unwrap();
+    let mut line = String::new();
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    );
+    stdout.read_line(&mut line).unwrap();
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "worker_create", "arguments": {}}}),
+    );
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    let text: Value = serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    send(
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "worker_poll", "arguments": {"worker_id": text["worker_id"]}}}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(send);
+    drop(stdin);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "still running after stdin closed");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

@@ -93,7 +93,11 @@ pub async fn run_stdio(global: &GlobalArgs, args: QueueArgs) -> anyhow::Result<E
     crate::shutdown::on_signals(shutdown.clone())?;
     let queue = start(global, &args, &shutdown)?;
     tracing::info!(timeout = ?args.timeout, data_dir = %global.data_dir().display(), "queue server on stdio");
-    let service = match QueueServer::new(queue).serve_with_ct(rmcp::transport::stdio(), shutdown.child_token()).await {
+    // End of stdin cancels `shutdown` at once, so waiting polls end (and release what they
+    // hold) instead of keeping the process alive until rmcp's drain timeout.
+    let stdin = EofCancels { inner: tokio::io::stdin(), token: shutdown.clone() };
+    let transport = (stdin, tokio::io::stdout());
+    let service = match QueueServer::new(queue).serve_with_ct(transport, shutdown.child_token()).await {
         Ok(service) => service,
         Err(
             rmcp::service::ServerInitializeError::ConnectionClosed(_) | rmcp::service::ServerInitializeError::Cancelled,
@@ -107,4 +111,25 @@ pub async fn run_stdio(global: &GlobalArgs, args: QueueArgs) -> anyhow::Result<E
     shutdown.cancel();
     tracing::debug!(?reason, "stdio closed; queue server exits");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A reader that cancels `token` when it reaches end of input.
+struct EofCancels<R> {
+    inner: R,
+    token: CancellationToken,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for EofCancels<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, std::task::Poll::Ready(Ok(()))) && buf.filled().len() == before && buf.remaining() > 0 {
+            self.token.cancel();
+        }
+        poll
+    }
 }
