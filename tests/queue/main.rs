@@ -277,14 +277,16 @@ fn stdio_server_exits_at_once_when_stdin_closes_even_with_a_poll_waiting() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut send = |v: Value| writeln!(stdin, "{v}").unwrap();
+    let send = |stdin: &mut std::process::ChildStdin, v: Value| writeln!(stdin, "{v}").unwrap();
     let mut line = String::new();
     send(
+        &mut stdin,
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
     );
     stdout.read_line(&mut line).unwrap();
-    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(&mut stdin, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     send(
+        &mut stdin,
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "worker_create", "arguments": {}}}),
     );
     line.clear();
@@ -292,10 +294,10 @@ fn stdio_server_exits_at_once_when_stdin_closes_even_with_a_poll_waiting() {
     let reply: Value = serde_json::from_str(&line).unwrap();
     let text: Value = serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     send(
+        &mut stdin,
         json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "worker_poll", "arguments": {"worker_id": text["worker_id"]}}}),
     );
     std::thread::sleep(Duration::from_millis(300));
-    drop(send);
     drop(stdin);
     let started = Instant::now();
     let status = loop {

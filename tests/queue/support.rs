@@ -215,26 +215,10 @@ impl Driver {
         r["json"]["worker_id"].as_str().expect("worker_id").to_owned()
     }
 
-    /// Closes the driver's input; the session ends once calls in flight are done.
-    pub fn close(&mut self) {
-        self.stdin.take();
-    }
-
     /// Kills the client process (a worker that vanishes).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
     }
 }
 
