@@ -56,6 +56,12 @@ pub enum Command {
     Mcp(crate::mcp::McpArgs),
     /// Start each server of the registry once and report its status and tools.
     Check(crate::check::CheckArgs),
+    /// Serve over HTTP: the polling queue at /mcp (Streamable HTTP).
+    Serve(crate::http::ServeArgs),
+    /// Add tasks to the polling queue; prints their ids.
+    Enqueue(crate::queue_cli::EnqueueArgs),
+    /// List the polling queue's tasks, or show one with its response.
+    Tasks(crate::queue_cli::TasksArgs),
 }
 
 /// How workers are run; shared by `run` and (later) `serve`.
@@ -131,6 +137,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Mcp(args) => crate::mcp::run(&global, args).await,
         Command::Check(args) => crate::check::run(&global, args).await,
+        Command::Serve(args) => crate::http::run(&global, args).await,
+        Command::Enqueue(args) => crate::queue_cli::enqueue(&global, args),
+        Command::Tasks(args) => crate::queue_cli::tasks(&global, args),
     }
 }
 

@@ -4,11 +4,13 @@
 pub mod check;
 pub mod cli;
 pub mod dispatch;
+pub mod http;
 pub mod lines;
 pub mod logging;
 pub mod mcp;
 pub mod profile;
 pub mod protocol;
+pub mod queue_cli;
 pub mod registry;
 pub mod run;
 pub mod settings;

@@ -1,0 +1,82 @@
+//! Opening the SQLite file and migrating its schema. Shared by every table that lives in the
+//! store file: a new table is one more entry at the end of [`MIGRATIONS`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::store::{Result, StoreError};
+
+/// The store file inside the data directory.
+pub const FILE_NAME: &str = "store.sqlite3";
+
+/// Schema steps, in order. `PRAGMA user_version` records how many are applied. Never edit an
+/// entry that has shipped: append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the polling queue.
+    "CREATE TABLE tasks (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        id               TEXT NOT NULL UNIQUE,
+        prompt           TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'done', 'dead')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        owner            TEXT,
+        lease_expires_ms INTEGER,
+        response         TEXT,
+        dead_reason      TEXT,
+        created_ms       INTEGER NOT NULL,
+        updated_ms       INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_by_state ON tasks (state, seq);
+    CREATE INDEX tasks_by_lease ON tasks (lease_expires_ms) WHERE state = 'leased';
+    CREATE TABLE workers (
+        id              TEXT PRIMARY KEY,
+        created_ms      INTEGER NOT NULL,
+        last_seen_ms    INTEGER NOT NULL,
+        active_until_ms INTEGER NOT NULL
+    );
+    CREATE INDEX workers_by_activity ON workers (active_until_ms);",
+];
+
+/// How long a writer waits for another process's write lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens (creating if needed) `<data_dir>/store.sqlite3` in WAL mode and migrates it.
+pub fn open_in(data_dir: &Path) -> Result<Connection> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+    open_file(&data_dir.join(FILE_NAME))
+}
+
+/// Opens one SQLite file with the store's settings and applies [`MIGRATIONS`].
+pub fn open_file(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers never block the writer; NORMAL: a commit survives a crash of the process
+    // (kill -9); only a power loss can take the last commits.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn, MIGRATIONS)?;
+    Ok(conn)
+}
+
+/// Applies the steps of `migrations` that `PRAGMA user_version` says are missing, each in its
+/// own transaction, so two processes starting together cannot both apply one.
+pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > known {
+            return Err(StoreError::TooNew { found: version, known });
+        }
+        let Some(step) = usize::try_from(version).ok().and_then(|v| migrations.get(v)) else {
+            return Ok(());
+        };
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::debug!(version = version + 1, "store schema migrated");
+    }
+}

@@ -1,0 +1,229 @@
+//! Helpers for the queue's black-box tests: the built binary, the official Python MCP client
+//! (driven line by line through `clients/driver.py`), and a Streamable HTTP server process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-workers");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's tools (the real Claude Code CLI, the Python MCP SDK). Never skip silently.
+pub fn python() -> PathBuf {
+    let root = root();
+    assert!(root.join(".tools/bin/claude").exists(), "run scripts/setup.sh --tools-only");
+    let python = root.join(".tools/venv/bin/python");
+    assert!(python.exists(), "run scripts/setup.sh --tools-only");
+    python
+}
+
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// `mcp-workers enqueue` in its own process; returns the task ids.
+pub fn enqueue(dir: &Path, prompts: &[&str]) -> Vec<String> {
+    let out = Command::new(BIN).arg("--data-dir").arg(dir).arg("enqueue").args(prompts).output().expect("enqueue");
+    assert!(out.status.success(), "enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// `mcp-workers tasks --json`.
+pub fn tasks(dir: &Path) -> Vec<Value> {
+    let out = Command::new(BIN).arg("--data-dir").arg(dir).args(["tasks", "--json"]).output().expect("tasks");
+    assert!(out.status.success(), "tasks failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("tasks --json")
+}
+
+/// Reads lines of a child's pipe into a channel (and a log kept for failure messages).
+fn pump(reader: impl std::io::Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            log.lock().unwrap().push(line.clone());
+            if tx.send(line).is_err() {
+                // keep draining so the child never blocks on a full pipe
+            }
+        }
+    });
+    rx
+}
+
+/// A Streamable HTTP server: `mcp-workers serve --listen 127.0.0.1:0`.
+pub struct HttpServer {
+    pub child: Child,
+    pub url: String,
+    /// Everything the server wrote to stderr so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpServer {
+    pub fn start(dir: &Path, flags: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = pump(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                Err(_) => panic!("serve did not start: {:?}", stderr.lock().unwrap()),
+            }
+        };
+        Self { child, url, stderr }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The official Python MCP SDK client, one JSON command per line.
+pub struct Driver {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: Receiver<String>,
+    pending: Vec<Value>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Driver {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(python())
+            .arg(root().join("tests/queue/clients/driver.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn python driver");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let _stderr_lines = pump(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
+        let events = pump(child.stdout.take().expect("stdout"), Arc::new(Mutex::new(Vec::new())));
+        let stdin = child.stdin.take();
+        let mut driver = Self { child, stdin, events, pending: Vec::new(), stderr };
+        driver.expect(|e| e["event"] == "ready", Duration::from_secs(30));
+        driver
+    }
+
+    /// Over HTTP, to a running server.
+    pub fn http(url: &str) -> Self {
+        Self::spawn(&["--url", url])
+    }
+
+    /// Over HTTP with the SDK's connect mode: `legacy` (initialize handshake) or `auto`
+    /// (the newest protocol the server offers).
+    pub fn http_mode(url: &str, mode: &str) -> Self {
+        Self::spawn(&["--url", url, "--mode", mode])
+    }
+
+    /// Over stdio: the client starts `mcp-workers --data-dir DIR mcp queue FLAGS`.
+    pub fn stdio(dir: &Path, flags: &[&str]) -> Self {
+        let dir = dir.to_str().expect("utf-8 path");
+        let mut args = vec!["--stdio", BIN, "--data-dir", dir, "mcp", "queue"];
+        args.extend_from_slice(flags);
+        Self::spawn(&args)
+    }
+
+    pub fn send(&mut self, cmd: Value) {
+        let stdin = self.stdin.as_mut().expect("driver stdin open");
+        writeln!(stdin, "{cmd}").expect("write to driver");
+        stdin.flush().expect("flush driver");
+    }
+
+    /// Waits for the first event matching `pred` (earlier non-matching events are kept).
+    pub fn expect(&mut self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) => {
+                    let event: Value =
+                        serde_json::from_str(&line).unwrap_or_else(|_| json!({"event": "raw", "line": line}));
+                    if pred(&event) {
+                        return event;
+                    }
+                    self.pending.push(event);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
+                    "no matching event within {timeout:?}; seen {:?}; driver stderr: {:?}",
+                    self.pending,
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Starts a tool call without waiting.
+    pub fn start(&mut self, id: &str, tool: &str, args: Value, progress: bool) {
+        self.send(json!({"op": "call", "id": id, "tool": tool, "args": args, "progress": progress}));
+    }
+
+    /// The outcome (result, error or cancelled) of call `id`.
+    pub fn outcome(&mut self, id: &str, timeout: Duration) -> Value {
+        let id = id.to_owned();
+        self.expect(move |e| e["id"] == id.as_str() && e["event"] != "progress", timeout)
+    }
+
+    /// A tool call, waiting for its result event.
+    pub fn call(&mut self, id: &str, tool: &str, args: Value) -> Value {
+        self.start(id, tool, args, false);
+        let event = self.outcome(id, Duration::from_secs(30));
+        assert_eq!(event["event"], "result", "{event}");
+        event
+    }
+
+    pub fn create_worker(&mut self) -> String {
+        let r = self.call("create", "worker_create", json!({}));
+        assert_eq!(r["is_error"], false, "{r}");
+        r["json"]["worker_id"].as_str().expect("worker_id").to_owned()
+    }
+
+    /// Kills the client process (a worker that vanishes).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
