@@ -26,6 +26,9 @@ use command::{CliSettings, Invocation};
 use outcome::{Facts, Stop};
 use stream::Transcript;
 
+/// Every worker's environment names its task, so its processes can be found again.
+pub const TASK_ID_VAR: &str = "MCP_WORKERS_TASK_ID";
+
 /// Settings shared by all workers.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -62,11 +65,17 @@ impl Stopper {
 }
 
 /// Runs one worker to its end. Always returns a result; never panics on what the child does.
-pub async fn run(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> WorkerResult {
+/// `on_spawn` is called once the CLI is running, with its process id.
+pub async fn run(
+    settings: &WorkerSettings,
+    job: &Job,
+    stopper: &Stopper,
+    on_spawn: impl FnOnce(Option<u32>),
+) -> WorkerResult {
     let span = tracing::info_span!("worker", task_id = %job.action.task_id);
     async {
         let started = Instant::now();
-        let mut result = match run_inner(settings, job, stopper).await {
+        let mut result = match run_inner(settings, job, stopper, on_spawn).await {
             Ok(result) => result,
             Err(error) => {
                 warn!(kind = error.kind.as_str(), "{}", error.message);
@@ -87,7 +96,12 @@ pub async fn run(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> Wor
     .await
 }
 
-async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> Result<WorkerResult, WorkerError> {
+async fn run_inner(
+    settings: &WorkerSettings,
+    job: &Job,
+    stopper: &Stopper,
+    on_spawn: impl FnOnce(Option<u32>),
+) -> Result<WorkerResult, WorkerError> {
     let action = &job.action;
     let internal = |what: &str, err: std::io::Error| {
         WorkerError::new(ErrorKind::InternalError, format!("cannot {what}: {err}"), true)
@@ -112,7 +126,9 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         model: action.model.as_deref(),
         timeout: action.timeout,
     };
-    let plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
+    let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
+    // Lets a restarted daemon recognise (and kill) what a crashed one left running.
+    plan.env.insert(TASK_ID_VAR.to_owned(), action.task_id.clone());
     debug!(program = %plan.program.display(), servers = ?action.servers, "starting Claude Code");
 
     let mut transcript = Transcript::default();
@@ -123,6 +139,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         &stopper.cancel,
         || stopper.reason(),
         settings.kill_grace,
+        on_spawn,
         |line| {
             let was_init = transcript.init_seen;
             transcript.feed(line);

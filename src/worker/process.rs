@@ -62,6 +62,7 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_stop: impl Fn() -> Stop,
     grace: Duration,
+    on_spawn: impl FnOnce(Option<u32>),
     mut on_line: impl FnMut(&str) -> Verdict,
 ) -> io::Result<Ended> {
     let mut command = Command::new(&plan.program);
@@ -75,9 +76,18 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is one. If the
+    // daemon dies (even by SIGKILL), the kernel kills the CLI, whose MCP servers then see EOF.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
     let mut child = command.spawn()?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let mut guard = GroupGuard(pid);
+    on_spawn(child.id());
 
     if let (Some(task), Some(mut stdin)) = (plan.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
