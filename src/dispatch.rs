@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -20,10 +20,11 @@ use crate::settings::DaemonSettings;
 use crate::worker::{self, Job, Stopper};
 
 /// What the dispatcher reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Event {
-    /// A worker started (its Claude Code process id, when it has one).
-    Started { task_id: String, pid: Option<u32> },
+    /// A worker is about to start. It starts once `ack` is answered or dropped, so a journal can
+    /// record the start before anything runs.
+    Started { task_id: String, ack: oneshot::Sender<()> },
     /// A protocol line: a result, an acknowledgement.
     Output(Output),
 }
@@ -240,14 +241,11 @@ impl Shared {
                 let waited = queued.accepted.elapsed();
                 let job = &queued.admitted.job;
                 let stopper = Stopper { cancel: queued.admitted.cancel.clone(), shutdown: this.stopping.kill.clone() };
-                let started = |pid| {
-                    let event = Event::Started { task_id: job.action.task_id.clone(), pid };
-                    // A full sink must not hold up the worker: the start is only progress.
-                    if this.out.try_send(event).is_err() {
-                        debug!(task_id = %job.action.task_id, "start event not delivered (sink full)");
-                    }
-                };
-                let mut result = worker::run(&this.settings.worker, job, &stopper, started).await;
+                let (ack, recorded) = oneshot::channel();
+                if this.out.send(Event::Started { task_id: job.action.task_id.clone(), ack }).await.is_ok() {
+                    let _ = recorded.await;
+                }
+                let mut result = worker::run(&this.settings.worker, job, &stopper).await;
                 result.queued = Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
                 drop(permit);
                 this.running.fetch_sub(1, Ordering::Relaxed);

@@ -101,6 +101,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Event>, outpu
     let mut out = BufWriter::new(output);
     let mut broken = false;
     while let Some(event) = rx.recv().await {
+        // A start needs no record here: dropping its `ack` lets the worker go.
         let Event::Output(item) = event else { continue };
         if broken {
             continue;

@@ -65,17 +65,11 @@ impl Stopper {
 }
 
 /// Runs one worker to its end. Always returns a result; never panics on what the child does.
-/// `on_spawn` is called once the CLI is running, with its process id.
-pub async fn run(
-    settings: &WorkerSettings,
-    job: &Job,
-    stopper: &Stopper,
-    on_spawn: impl FnOnce(Option<u32>),
-) -> WorkerResult {
+pub async fn run(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> WorkerResult {
     let span = tracing::info_span!("worker", task_id = %job.action.task_id);
     async {
         let started = Instant::now();
-        let mut result = match run_inner(settings, job, stopper, on_spawn).await {
+        let mut result = match run_inner(settings, job, stopper).await {
             Ok(result) => result,
             Err(error) => {
                 warn!(kind = error.kind.as_str(), "{}", error.message);
@@ -96,12 +90,7 @@ pub async fn run(
     .await
 }
 
-async fn run_inner(
-    settings: &WorkerSettings,
-    job: &Job,
-    stopper: &Stopper,
-    on_spawn: impl FnOnce(Option<u32>),
-) -> Result<WorkerResult, WorkerError> {
+async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> Result<WorkerResult, WorkerError> {
     let action = &job.action;
     let internal = |what: &str, err: std::io::Error| {
         WorkerError::new(ErrorKind::InternalError, format!("cannot {what}: {err}"), true)
@@ -139,7 +128,6 @@ async fn run_inner(
         &stopper.cancel,
         || stopper.reason(),
         settings.kill_grace,
-        on_spawn,
         |line| {
             let was_init = transcript.init_seen;
             transcript.feed(line);

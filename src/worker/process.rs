@@ -62,7 +62,6 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_stop: impl Fn() -> Stop,
     grace: Duration,
-    on_spawn: impl FnOnce(Option<u32>),
     mut on_line: impl FnMut(&str) -> Verdict,
 ) -> io::Result<Ended> {
     let mut command = Command::new(&plan.program);
@@ -87,7 +86,6 @@ pub async fn run(
     let mut child = command.spawn()?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let mut guard = GroupGuard(pid);
-    on_spawn(child.id());
 
     if let (Some(task), Some(mut stdin)) = (plan.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
@@ -201,4 +199,21 @@ async fn tail<R: tokio::io::AsyncRead + Unpin>(mut reader: R, limit: usize) -> S
         kept.drain(..kept.len() - limit);
     }
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Kills every process whose environment names one of `task_ids` (`MCP_WORKERS_TASK_ID`): what
+/// a crashed daemon's workers left behind. Returns how many were killed.
+pub fn kill_leftovers(task_ids: &[String]) -> usize {
+    let wanted: Vec<String> = task_ids.iter().map(|id| format!("{}={id}", super::TASK_ID_VAR)).collect();
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| wanted.iter().any(|w| var == w.as_bytes()))
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
 }
