@@ -4,5 +4,6 @@
 mod fake_model_smoke;
 mod queue_drain;
 mod run;
+mod serve;
 mod servers;
 mod support;

@@ -213,3 +213,154 @@ fn uuid_like() -> String {
 pub fn assert_gone(path: &Path) {
     assert!(!path.exists(), "{} should be gone", path.display());
 }
+
+/// `mcp-workers serve` on 127.0.0.1:0 (or another `--listen`), its address read from its stderr.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Server {
+    /// Starts `mcp-workers --root <project> --data-dir <project>/data serve <args>` against
+    /// `model` and waits for its "listening on" line.
+    pub async fn start(project: &Project, model: &FakeModel, args: &[&str], env: &[(&str, &str)]) -> Server {
+        match Self::try_start(project, model, args, env).await {
+            Ok(server) => server,
+            Err(stderr) => panic!("the server did not start:\n{stderr}"),
+        }
+    }
+
+    /// Like `start`; on failure returns the server's stderr.
+    pub async fn try_start(
+        project: &Project,
+        model: &FakeModel,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        let mut command = Command::new(super::bin());
+        command
+            .arg("--root")
+            .arg(&project.root)
+            .arg("--data-dir")
+            .arg(project.root.join("data"))
+            .arg("serve")
+            .args(["--claude", &super::claude().to_string_lossy(), "--pass-env", "E2E_MARKER"])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TMPDIR", project.tmp())
+            .env("ANTHROPIC_BASE_URL", model.base_url())
+            .env("ANTHROPIC_API_KEY", "dummy-key-for-the-fake-model")
+            .env("E2E_MARKER", &project.marker)
+            .env("RUST_LOG", "mcp_workers=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command.spawn().expect("start mcp-workers serve");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut seen = String::new();
+        let base = loop {
+            match tokio::time::timeout(LINE_LIMIT, lines.next_line()).await {
+                Ok(Ok(Some(line))) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim_end_matches("/mcp").replace("0.0.0.0", "127.0.0.1");
+                    }
+                }
+                _ => return Err(seen),
+            }
+        };
+        let stderr = tokio::spawn(async move {
+            let mut rest = seen;
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            rest
+        });
+        Ok(Server { child, base, stderr })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("server pid").to_string();
+        let status = std::process::Command::new("kill").args(["-s", signal, &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -s {signal}");
+    }
+
+    /// Waits for the server to exit; returns its status and stderr.
+    pub async fn wait(mut self) -> (ExitStatus, String) {
+        let status = tokio::time::timeout(LINE_LIMIT, self.child.wait()).await.expect("server exits").expect("wait");
+        let stderr = tokio::time::timeout(Duration::from_secs(10), self.stderr).await.ok().and_then(Result::ok);
+        (status, stderr.unwrap_or_default())
+    }
+}
+
+/// Reads Server-Sent Events from a response: `(id, event, data)` triples.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    pub async fn open(url: &str, last_event_id: Option<i64>) -> SseReader {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("GET events");
+        assert_eq!(response.status(), 200);
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next event (keep-alive comments skipped). Panics after LINE_LIMIT or at the end.
+    pub async fn next(&mut self) -> (i64, String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if let Some(id) = id {
+                    return (id, event, serde_json::from_str(&data).expect("event data is JSON"));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(LINE_LIMIT, self.response.chunk()).await.expect("an event in time");
+            match chunk.expect("read events") {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => panic!("the event stream ended"),
+            }
+        }
+    }
+
+    /// Reads events until `n` `result` events have arrived; returns them (and every id seen).
+    pub async fn results(&mut self, n: usize) -> (Vec<Value>, Vec<i64>) {
+        let (mut results, mut ids) = (Vec::new(), Vec::new());
+        while results.len() < n {
+            let (id, event, data) = self.next().await;
+            ids.push(id);
+            if event == "result" {
+                results.push(data);
+            }
+        }
+        (results, ids)
+    }
+}
