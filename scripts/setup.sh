@@ -43,6 +43,14 @@ if [ "$(cat "$TOOLS/.py-stamp" 2>/dev/null)" != "$stamp_py" ] || [ ! -x "$TOOLS/
     "mcp-server-fetch==$MCP_SERVER_FETCH_VERSION" "mcp==$PYTHON_MCP_VERSION" >&2
   echo "$stamp_py" > "$TOOLS/.py-stamp"
 fi
+# mcp-server-fetch simplifies HTML with readabilipy, which runs `npm install` inside its own package
+# on the first fetch when node is on PATH (and again on every fetch if that fails offline). Do it
+# once here, so a worker never runs npm.
+READABILIPY_JS=$("$TOOLS/venv/bin/python" -c 'import os, readabilipy; print(os.path.join(os.path.dirname(readabilipy.__file__), "javascript"))')
+if [ ! -d "$READABILIPY_JS/node_modules" ]; then
+  say "installing readabilipy's Node helpers for mcp-server-fetch (npm)"
+  (cd "$READABILIPY_JS" && npm install --no-audit --no-fund --loglevel=error >&2)
+fi
 
 # Stable names for the registry: .tools/bin holds what .claude/mcp_servers.json runs.
 mkdir -p "$TOOLS/bin"

@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod dispatch;
 pub mod http;
+pub mod lines;
 pub mod logging;
 pub mod mcp;
 pub mod profile;

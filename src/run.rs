@@ -7,15 +7,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::dispatch::Dispatcher;
+use crate::lines::{BoundedLines, Line};
 use crate::protocol::parse::parse_line;
 use crate::protocol::{LineError, LineErrorKind, Output};
 use crate::settings::DaemonSettings;
@@ -46,21 +45,21 @@ where
     let writer = tokio::spawn(write_lines(out_rx, output, shutdown.clone()));
     let (dispatcher, finished) = Dispatcher::start(settings.clone(), out_tx.clone(), shutdown.clone());
 
-    let mut lines = FramedRead::new(input, LinesCodec::new_with_max_length(settings.max_line_bytes));
+    let mut lines = BoundedLines::new(BufReader::new(input), settings.max_line_bytes);
     let mut number = 0u64;
     loop {
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            next = lines.next() => next,
+            next = lines.next_line() => next,
         };
         let reply = match next {
-            None => break,
-            Some(Err(LinesCodecError::Io(err))) => {
+            Ok(None) => break,
+            Err(err) => {
                 warn!("cannot read stdin: {err}");
                 break;
             }
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+            Ok(Some(Line::TooLong)) => {
                 number += 1;
                 Err(LineError::new(
                     LineErrorKind::LineTooLong,
@@ -68,7 +67,7 @@ where
                     Some(number),
                 ))
             }
-            Some(Ok(line)) => {
+            Ok(Some(Line::Text(line))) => {
                 number += 1;
                 if line.trim().is_empty() {
                     continue;

@@ -10,16 +10,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use super::command::Plan;
 use super::outcome::{ExitInfo, Stop};
+use crate::lines::{BoundedLines, Line};
 
 /// The longest stdout line read whole; longer lines are skipped (and counted).
 pub const MAX_EVENT_LINE: usize = 8 * 1024 * 1024;
@@ -88,16 +87,16 @@ pub async fn run(
     }
     let stderr = child.stderr.take().map(|err| tokio::spawn(tail(err, STDERR_TAIL_BYTES)));
     let stdout = child.stdout.take().ok_or_else(|| io::Error::other("child stdout was not captured"))?;
-    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_EVENT_LINE));
+    let mut lines = BoundedLines::new(BufReader::new(stdout), MAX_EVENT_LINE);
     let mut skipped_lines = 0u64;
-    let mut feed = |item: Option<Result<String, LinesCodecError>>, skipped: &mut u64| -> Option<Verdict> {
+    let mut feed = |item: io::Result<Option<Line>>, skipped: &mut u64| -> Option<Verdict> {
         match item {
-            Some(Ok(line)) => Some(on_line(&line)),
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+            Ok(Some(Line::Text(line))) => Some(on_line(&line)),
+            Ok(Some(Line::TooLong)) => {
                 *skipped += 1;
                 Some(Verdict::Continue)
             }
-            Some(Err(LinesCodecError::Io(_))) | None => None,
+            Ok(None) | Err(_) => None,
         }
     };
 
@@ -110,7 +109,7 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => stop = Some(cancel_stop()),
             _ = &mut sleep => stop = Some(Stop::Deadline),
-            item = lines.next(), if stdout_open => match feed(item, &mut skipped_lines) {
+            item = lines.next_line(), if stdout_open => match feed(item, &mut skipped_lines) {
                 Some(Verdict::Stop(reason)) => stop = Some(reason),
                 Some(Verdict::Continue) => {}
                 None => stdout_open = false,
@@ -131,7 +130,7 @@ pub async fn run(
     // Read what the CLI wrote before it exited (the `result` line is often still in the pipe).
     if stdout_open && stop.is_none() {
         let _ = tokio::time::timeout(DRAIN, async {
-            while let Some(Verdict::Continue | Verdict::Stop(_)) = feed(lines.next().await, &mut skipped_lines) {}
+            while let Some(Verdict::Continue | Verdict::Stop(_)) = feed(lines.next_line().await, &mut skipped_lines) {}
         })
         .await;
     }
@@ -144,11 +143,11 @@ pub async fn run(
 
 /// SIGTERM to the CLI, up to `grace` for it to exit (draining its stdout meanwhile so it never
 /// blocks on a full pipe), then SIGKILL to the whole group.
-async fn terminate<R: tokio::io::AsyncRead + Unpin>(
+async fn terminate<R: tokio::io::AsyncBufRead + Unpin>(
     child: &mut Child,
     pid: Option<Pid>,
     grace: Duration,
-    lines: &mut FramedRead<R, LinesCodec>,
+    lines: &mut BoundedLines<R>,
 ) -> io::Result<std::process::ExitStatus> {
     if let Some(pid) = pid {
         let _ = kill(pid, Signal::SIGTERM);
@@ -157,7 +156,7 @@ async fn terminate<R: tokio::io::AsyncRead + Unpin>(
         loop {
             tokio::select! {
                 exited = child.wait() => return exited,
-                item = lines.next() => if item.is_none() { return child.wait().await },
+                item = lines.next_line() => if !matches!(item, Ok(Some(_))) { return child.wait().await },
             }
         }
     })

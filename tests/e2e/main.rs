@@ -3,4 +3,6 @@
 
 mod fake_model_smoke;
 mod queue_drain;
+mod run;
+mod servers;
 mod support;

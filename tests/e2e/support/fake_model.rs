@@ -67,6 +67,31 @@ pub enum Step {
     StallMidStream,
     /// Answer with this HTTP status and JSON body.
     Status(u16, Value),
+    /// Hold the request until the test opens the gate, then answer with the inner step.
+    Gated(Gate, Box<Step>),
+}
+
+/// A gate a test opens to release the requests held by [`gated`] steps.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn opened(&self) {
+        let _ = self.0.subscribe().wait_for(|open| *open).await;
+    }
+}
+
+/// Answers with `step` once `gate` is open (for tests that decide the order in which workers finish).
+pub fn gated(gate: &Gate, step: Step) -> Step {
+    Step::Gated(gate.clone(), Box::new(step))
 }
 
 /// Calls one tool.
@@ -373,6 +398,12 @@ async fn messages(State(shared): State<Arc<Shared>>, RawQuery(_query): RawQuery,
     shared.count.send_modify(|count| *count += 1);
     let request = Request::new(body);
     match shared.step_for(&request) {
+        Ok(Step::Gated(gate, step)) => {
+            tokio::select! {
+                _ = gate.opened() => respond(&shared, &request, *step).await,
+                _ = shared.shutdown.cancelled() => error_response(StatusCode::SERVICE_UNAVAILABLE, "api_error", "fake model: shut down"),
+            }
+        }
         Ok(step) => respond(&shared, &request, step).await,
         Err(message) => error_response(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
     }
@@ -392,7 +423,7 @@ async fn respond(shared: &Shared, request: &Request, step: Step) -> Response {
             let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return json_response(code, &body);
         }
-        Step::Hang => return hang_until_shutdown(shared).await,
+        Step::Hang | Step::Gated(..) => return hang_until_shutdown(shared).await,
         Step::StallMidStream if !request.is_streaming() => return hang_until_shutdown(shared).await,
         Step::StallMidStream => {
             let start = sse_event("message_start", &message_start(request));

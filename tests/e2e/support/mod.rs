@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test module uses a different subset
 
+pub mod daemon;
 pub mod fake_model;
 
 use std::path::PathBuf;

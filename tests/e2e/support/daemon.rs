@@ -1,0 +1,215 @@
+//! The daemon as a black box: a throw-away project directory, `mcp-workers run` as a child, and
+//! line-by-line access to its stdout. Every wait is on the daemon's own output, bounded only so a
+//! broken test fails instead of hanging.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use super::fake_model::FakeModel;
+
+/// How long any single expected line may take before the test fails.
+pub const LINE_LIMIT: Duration = Duration::from_secs(120);
+
+/// A project root: `.claude/mcp_servers.json`, `profiles/`, `workspace/`, and a private TMPDIR
+/// where the daemon's per-worker directories can be watched.
+pub struct Project {
+    _dir: TempDir,
+    pub root: PathBuf,
+    /// A value only this test's processes carry in their environment (see [`Project::processes`]).
+    pub marker: String,
+}
+
+impl Project {
+    /// A project whose registry holds `servers` (the `mcpServers` object).
+    pub fn new(servers: Value) -> Project {
+        let dir = tempfile::tempdir().expect("project temp dir");
+        let root = dir.path().canonicalize().expect("canonical project dir");
+        for sub in [".claude", "profiles", "workspace", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).expect("project layout");
+        }
+        let registry = json!({ "mcpServers": servers });
+        std::fs::write(root.join(".claude/mcp_servers.json"), registry.to_string()).expect("registry");
+        let marker = format!("e2e-{}", uuid_like());
+        Project { _dir: dir, root, marker }
+    }
+
+    /// The registry entry for the real server-filesystem, confined to the workspace.
+    pub fn filesystem_entry() -> Value {
+        json!({
+            "command": super::tools_bin().join("mcp-server-filesystem"),
+            "args": ["${MCP_WORKERS_WORKSPACE}"]
+        })
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.root.join("workspace")
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Entries the daemon left in its TMPDIR (per-worker directories hold the MCP configs).
+    pub fn temp_entries(&self) -> Vec<String> {
+        std::fs::read_dir(self.tmp())
+            .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Live processes (other than `except`) whose environment carries this project's marker:
+    /// the daemon passes it to workers with `--pass-env`, and MCP servers inherit it from them.
+    pub fn processes(&self, except: Option<u32>) -> Vec<(u32, String)> {
+        let needle = format!("E2E_MARKER={}", self.marker);
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if Some(pid) == except {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                // A zombie is already dead; it only waits for its parent to reap it.
+                if state.split_whitespace().nth(2) == Some("Z") {
+                    continue;
+                }
+                found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+            }
+        }
+        found
+    }
+}
+
+/// `mcp-workers run` with its pipes.
+pub struct Daemon {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Daemon {
+    /// Starts `mcp-workers --root <project> run <args>` against `model`.
+    pub fn start(project: &Project, model: &FakeModel, args: &[&str]) -> Daemon {
+        let mut command = Command::new(super::bin());
+        command
+            .arg("--root")
+            .arg(&project.root)
+            .arg("run")
+            .args(["--claude", &super::claude().to_string_lossy(), "--pass-env", "E2E_MARKER"])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TMPDIR", project.tmp())
+            .env("ANTHROPIC_BASE_URL", model.base_url())
+            .env("ANTHROPIC_API_KEY", "dummy-key-for-the-fake-model")
+            .env("E2E_MARKER", &project.marker)
+            .env("RUST_LOG", "mcp_workers=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start mcp-workers");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text).await;
+            text
+        });
+        Daemon { child, stdin, stdout, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("daemon pid")
+    }
+
+    /// Writes one line (a newline is added).
+    pub async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(line.as_bytes()).await.expect("write to the daemon");
+        stdin.write_all(b"\n").await.expect("write to the daemon");
+        stdin.flush().await.expect("flush to the daemon");
+    }
+
+    /// Sends `{"actions":[action]}`.
+    pub async fn send_action(&mut self, action: Value) {
+        self.send(&json!({ "actions": [action] }).to_string()).await;
+    }
+
+    /// Closes stdin: end of input.
+    pub fn close(&mut self) {
+        self.stdin.take();
+    }
+
+    /// The next protocol line, parsed. Panics (with the daemon's stderr) on EOF or after LINE_LIMIT.
+    pub async fn next(&mut self) -> Value {
+        match tokio::time::timeout(LINE_LIMIT, self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {line}"))
+            }
+            other => {
+                let _ = self.child.start_kill();
+                let stderr = tokio::time::timeout(Duration::from_secs(5), &mut self.stderr).await;
+                panic!(
+                    "no line from the daemon: {other:?}\nstderr:\n{}",
+                    stderr.ok().and_then(Result::ok).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// Reads `n` lines.
+    pub async fn take(&mut self, n: usize) -> Vec<Value> {
+        let mut lines = Vec::with_capacity(n);
+        for _ in 0..n {
+            lines.push(self.next().await);
+        }
+        lines
+    }
+
+    /// Waits for the daemon to exit; returns its status, the rest of stdout, and stderr.
+    pub async fn finish(mut self) -> (ExitStatus, Vec<Value>, String) {
+        self.close();
+        let mut rest = Vec::new();
+        loop {
+            match tokio::time::timeout(LINE_LIMIT, self.stdout.next_line()).await {
+                Ok(Ok(Some(line))) => rest.push(serde_json::from_str(&line).expect("stdout is JSON")),
+                Ok(_) => break,
+                Err(_) => panic!("the daemon did not close stdout"),
+            }
+        }
+        let status = tokio::time::timeout(LINE_LIMIT, self.child.wait()).await.expect("daemon exits").expect("wait");
+        let stderr = self.stderr.await.unwrap_or_default();
+        (status, rest, stderr)
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args(["-s", signal, &self.pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -s {signal}");
+    }
+}
+
+/// A spawn_worker action.
+pub fn action(task_id: &str, task: &str, servers: &[&str], timeout_ms: u64) -> Value {
+    json!({"type": "spawn_worker", "taskId": task_id, "task": task, "servers": servers, "timeout": timeout_ms})
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:x}-{}", nanos, std::process::id())
+}
+
+/// Asserts a path is absent, with a helpful message.
+pub fn assert_gone(path: &Path) {
+    assert!(!path.exists(), "{} should be gone", path.display());
+}
