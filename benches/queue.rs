@@ -283,8 +283,8 @@ fn main() {
             cycles / (bare / 2.0)
         );
 
-        let (med, p99) = stats(latency_in_process(300).await);
-        println!("## enqueue-to-delivery, in-process (300 samples)");
+        let (med, p99) = stats(latency_in_process(1000).await);
+        println!("## enqueue-to-delivery, in-process (1000 samples)");
         println!("median {med:.3} ms, p99 {p99:.3} ms");
         let (med, p99) = stats(latency_across_processes(&url, Arc::clone(&store), 200).await);
         let (pmed, pp99) = stats(ping_round_trips(&url, 200).await);

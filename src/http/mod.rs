@@ -72,6 +72,13 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
     // The address goes to stderr too, for scripts that bind port 0.
     eprintln!("listening on http://{addr}/mcp");
     let stop = shutdown.clone();
+    // Replies are written in several small pieces (SSE events): without TCP_NODELAY, Nagle's
+    // algorithm and the client's delayed ACK add about 40 ms to each.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(queue, guard, &shutdown))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
