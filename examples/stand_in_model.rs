@@ -24,9 +24,10 @@ fn step(request: &Request) -> Step {
         };
     }
     let task = request.task();
-    let parsed = task.split_once("Write '").and_then(|(_, rest)| rest.split_once("' to ")).map(|(content, path)| {
-        (content.to_owned(), path.split_whitespace().next().unwrap_or_default().to_owned())
-    });
+    let parsed = task
+        .split_once("Write '")
+        .and_then(|(_, rest)| rest.split_once("' to "))
+        .map(|(content, path)| (content.to_owned(), path.split_whitespace().next().unwrap_or_default().to_owned()));
     match parsed {
         Some((content, path)) if request.tools().iter().any(|t| t == "mcp__filesystem__write_file") => {
             tool_use("mcp__filesystem__write_file", json!({"path": path, "content": content}))

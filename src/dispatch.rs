@@ -1,26 +1,63 @@
 //! From parsed items to results: admission (registry, profile, task id), a FIFO queue, a
 //! concurrency limit, per-task cancellation, and exactly one `worker_result` per action.
 //!
-//! Results go to one `mpsc` sink of [`Output`]s; whoever owns the sink (stdout, HTTP) writes them.
+//! Everything that happens goes to one `mpsc` sink of [`Event`]s; whoever owns the sink (the stdout
+//! writer, the HTTP service's journal) records and delivers them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::protocol::parse::{INVALID_PREFIX, Item};
-use crate::protocol::{ErrorKind, Output, SpawnAction, WorkerError, WorkerResult};
+use crate::protocol::{ErrorKind, Origin, Output, SpawnAction, WorkerError, WorkerResult};
 use crate::settings::DaemonSettings;
 use crate::worker::{self, Job, Stopper};
 
+/// What the dispatcher reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A worker is about to start. It starts once `ack` is answered or dropped, so a journal can
+    /// record the start before anything runs.
+    Started { task_id: String, ack: oneshot::Sender<()> },
+    /// A protocol line: a result, an acknowledgement.
+    Output(Output),
+}
+
+/// How the dispatcher stops.
+#[derive(Debug, Clone)]
+pub struct Stopping {
+    /// No new worker starts once this fires.
+    pub drain: CancellationToken,
+    /// Running workers are stopped (kind `shutdown`) once this fires.
+    pub kill: CancellationToken,
+    /// Queued actions stay unanswered at shutdown (a journal will run them after a restart)
+    /// instead of getting a `shutdown` result.
+    pub keep_unstarted: bool,
+}
+
+impl Stopping {
+    /// One token for everything, and every unfinished action answered: the stdin filter.
+    pub fn immediate(shutdown: &CancellationToken) -> Self {
+        Self { drain: shutdown.clone(), kill: shutdown.clone(), keep_unstarted: false }
+    }
+}
+
+/// An action that passed admission: its task id is reserved until its result is out.
+#[derive(Debug)]
+pub struct Admitted {
+    pub job: Job,
+    cancel: CancellationToken,
+}
+
 /// A job waiting for a worker slot.
 struct Queued {
-    job: Job,
-    cancel: CancellationToken,
+    admitted: Admitted,
     accepted: Instant,
 }
 
@@ -36,14 +73,15 @@ pub struct Dispatcher {
 /// dropping the last handle really ends the input).
 struct Shared {
     settings: Arc<DaemonSettings>,
-    out: mpsc::Sender<Output>,
+    out: mpsc::Sender<Event>,
     /// Unfinished actions by task id: their cancel tokens.
     active: Mutex<HashMap<String, CancellationToken>>,
-    shutdown: CancellationToken,
+    stopping: Stopping,
+    running: AtomicUsize,
 }
 
 /// Awaits the end of all work once every [`Dispatcher`] handle is dropped (end of input) or the
-/// shutdown token fires.
+/// drain token fires.
 pub struct Finished {
     scheduler: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
@@ -67,15 +105,17 @@ pub enum CancelOutcome {
 }
 
 impl Dispatcher {
-    /// Starts the scheduler. Results go to `out`.
-    pub fn start(
-        settings: Arc<DaemonSettings>,
-        out: mpsc::Sender<Output>,
-        shutdown: CancellationToken,
-    ) -> (Self, Finished) {
+    /// Starts the scheduler. Events go to `out`.
+    pub fn start(settings: Arc<DaemonSettings>, out: mpsc::Sender<Event>, stopping: Stopping) -> (Self, Finished) {
         let (queue, pending) = mpsc::channel(settings.max_workers.max(1) * 64);
         let tracker = TaskTracker::new();
-        let shared = Arc::new(Shared { settings, out, active: Mutex::new(HashMap::new()), shutdown });
+        let shared = Arc::new(Shared {
+            settings,
+            out,
+            active: Mutex::new(HashMap::new()),
+            stopping,
+            running: AtomicUsize::new(0),
+        });
         let scheduler = tokio::spawn(shared.clone().schedule(pending, tracker.clone()));
         (Self { shared, queue }, Finished { scheduler, tracker })
     }
@@ -86,20 +126,32 @@ impl Dispatcher {
         match item {
             Item::Refused(result) => self.shared.emit(Output::Result(result)).await,
             Item::Ack(ack) => self.shared.emit(Output::Ack(ack)).await,
-            Item::Spawn(action) => match self.shared.admit(action) {
+            Item::Spawn(action) => match self.admit(action) {
                 Err(refused) => self.shared.emit(Output::Result(refused)).await,
-                Ok((job, cancel)) => {
-                    let task_id = job.action.task_id.clone();
-                    let origin = job.action.origin;
-                    let queued = Queued { job, cancel, accepted: Instant::now() };
-                    if self.queue.send(queued).await.is_err() {
-                        // The scheduler is gone: only during shutdown.
-                        self.shared.forget(&task_id);
-                        let error = WorkerError::new(ErrorKind::Shutdown, "the daemon is shutting down", true);
-                        self.shared.emit(Output::Result(Box::new(WorkerResult::failure(task_id, origin, error)))).await;
-                    }
-                }
+                Ok(admitted) => self.enqueue(admitted).await,
             },
+        }
+    }
+
+    /// Registry, profile and task-id checks. On success the task id is reserved until the
+    /// action's result is out (or [`Dispatcher::withdraw`]).
+    pub fn admit(&self, action: SpawnAction) -> Result<Admitted, Box<WorkerResult>> {
+        self.shared.admit(action)
+    }
+
+    /// Gives back an admitted action that will not be queued after all.
+    pub fn withdraw(&self, admitted: Admitted) {
+        self.shared.forget(&admitted.job.action.task_id);
+    }
+
+    /// Queues an admitted action (waits while the queue is full).
+    pub async fn enqueue(&self, admitted: Admitted) {
+        let task_id = admitted.job.action.task_id.clone();
+        let origin = admitted.job.action.origin;
+        if self.queue.send(Queued { admitted, accepted: Instant::now() }).await.is_err() {
+            // The scheduler is gone: only during shutdown.
+            self.shared.forget(&task_id);
+            self.shared.emit(Output::Result(Box::new(shutdown_result(task_id, origin, false)))).await;
         }
     }
 
@@ -118,11 +170,24 @@ impl Dispatcher {
     pub fn unfinished(&self) -> usize {
         self.shared.lock_active().len()
     }
+
+    /// How many workers are running now.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::Relaxed)
+    }
+}
+
+fn shutdown_result(task_id: String, origin: Origin, started: bool) -> WorkerResult {
+    let message = if started {
+        "the daemon shut down before the worker finished"
+    } else {
+        "the daemon shut down before the worker started"
+    };
+    WorkerResult::failure(task_id, origin, WorkerError::new(ErrorKind::Shutdown, message, true))
 }
 
 impl Shared {
-    /// Registry, profile and task-id checks. On success the task id is reserved.
-    fn admit(&self, action: SpawnAction) -> Result<(Job, CancellationToken), Box<WorkerResult>> {
+    fn admit(&self, action: SpawnAction) -> Result<Admitted, Box<WorkerResult>> {
         let refuse = |kind, message: String| {
             Box::new(WorkerResult::failure(&action.task_id, action.origin, WorkerError::new(kind, message, false)))
         };
@@ -135,7 +200,7 @@ impl Shared {
         }
         let profile = crate::profile::resolve(&self.settings.profiles, action.profile.as_deref())
             .map_err(|err| refuse(ErrorKind::InvalidAction, format!("{INVALID_PREFIX}: /profile: {err}")))?;
-        let cancel = self.shutdown.child_token();
+        let cancel = self.stopping.kill.child_token();
         {
             let mut active = self.lock_active();
             if active.contains_key(&action.task_id) {
@@ -147,7 +212,7 @@ impl Shared {
             active.insert(action.task_id.clone(), cancel.clone());
         }
         let selection = self.settings.registry.select(&action.servers);
-        Ok((Job { action, selection, profile }, cancel))
+        Ok(Admitted { job: Job { action, selection, profile }, cancel })
     }
 
     /// Runs queued jobs in order, at most `max_workers` at once.
@@ -156,13 +221,14 @@ impl Shared {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => None,
+                _ = self.stopping.drain.cancelled() => None,
                 next = pending.recv() => next,
             };
             let Some(queued) = next else { break };
             let permit = tokio::select! {
                 biased;
-                _ = queued.cancel.cancelled() => None,
+                _ = queued.admitted.cancel.cancelled() => None,
+                _ = self.stopping.drain.cancelled() => None,
                 permit = slots.clone().acquire_owned() => permit.ok(),
             };
             let Some(permit) = permit else {
@@ -170,17 +236,24 @@ impl Shared {
                 continue;
             };
             let this = self.clone();
+            this.running.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(async move {
                 let waited = queued.accepted.elapsed();
-                let stopper = Stopper { cancel: queued.cancel.clone(), shutdown: this.shutdown.clone() };
-                let mut result = worker::run(&this.settings.worker, &queued.job, &stopper).await;
+                let job = &queued.admitted.job;
+                let stopper = Stopper { cancel: queued.admitted.cancel.clone(), shutdown: this.stopping.kill.clone() };
+                let (ack, recorded) = oneshot::channel();
+                if this.out.send(Event::Started { task_id: job.action.task_id.clone(), ack }).await.is_ok() {
+                    let _ = recorded.await;
+                }
+                let mut result = worker::run(&this.settings.worker, job, &stopper).await;
                 result.queued = Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
                 drop(permit);
+                this.running.fetch_sub(1, Ordering::Relaxed);
                 this.forget(&result.task_id);
                 this.emit(Output::Result(Box::new(result))).await;
             });
         }
-        // Shutdown: everything still queued gets its result without running.
+        // Stopping: what is still queued gets its result without running, or stays for the journal.
         pending.close();
         while let Some(queued) = pending.recv().await {
             self.finish_unstarted(queued).await;
@@ -189,16 +262,19 @@ impl Shared {
 
     /// The one result of a job that never started (cancelled, or the daemon is stopping).
     async fn finish_unstarted(&self, queued: Queued) {
-        let action = &queued.job.action;
-        let error = if self.shutdown.is_cancelled() {
-            WorkerError::new(ErrorKind::Shutdown, "the daemon shut down before the worker started", true)
-        } else {
-            WorkerError::new(ErrorKind::Cancelled, "the action was cancelled before it started", false)
-        };
-        debug!(task_id = %action.task_id, kind = error.kind.as_str(), "finished without running");
-        let mut result = WorkerResult::failure(&action.task_id, action.origin, error);
-        result.queued = Some(u64::try_from(queued.accepted.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let action = &queued.admitted.job.action;
         self.forget(&action.task_id);
+        let mut result = if queued.admitted.cancel.is_cancelled() && !self.stopping.kill.is_cancelled() {
+            let error = WorkerError::new(ErrorKind::Cancelled, "the action was cancelled before it started", false);
+            WorkerResult::failure(&action.task_id, action.origin, error)
+        } else if self.stopping.keep_unstarted {
+            debug!(task_id = %action.task_id, "left queued for the next start");
+            return;
+        } else {
+            shutdown_result(action.task_id.clone(), action.origin, false)
+        };
+        debug!(task_id = %action.task_id, kind = ?result.error.as_ref().map(|e| e.kind), "finished without running");
+        result.queued = Some(u64::try_from(queued.accepted.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.emit(Output::Result(Box::new(result))).await;
     }
 
@@ -212,7 +288,7 @@ impl Shared {
     }
 
     async fn emit(&self, output: Output) {
-        if self.out.send(output).await.is_err() {
+        if self.out.send(Event::Output(output)).await.is_err() {
             warn!("the output sink is closed; a result could not be delivered");
         }
     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::{GlobalArgs, RunArgs};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Event, Stopping};
 use crate::lines::{BoundedLines, Line};
 use crate::protocol::parse::parse_line;
 use crate::protocol::{LineError, LineErrorKind, Output};
@@ -41,9 +41,9 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out_tx, out_rx) = mpsc::channel::<Output>(1024);
+    let (out_tx, out_rx) = mpsc::channel::<Event>(1024);
     let writer = tokio::spawn(write_lines(out_rx, output, shutdown.clone()));
-    let (dispatcher, finished) = Dispatcher::start(settings.clone(), out_tx.clone(), shutdown.clone());
+    let (dispatcher, finished) = Dispatcher::start(settings.clone(), out_tx.clone(), Stopping::immediate(&shutdown));
 
     let mut lines = BoundedLines::new(BufReader::new(input), settings.max_line_bytes);
     let mut number = 0u64;
@@ -82,7 +82,7 @@ where
                 }
             }
             Err(error) => {
-                let _ = out_tx.send(Output::Error(error)).await;
+                let _ = out_tx.send(Event::Output(Output::Error(error))).await;
             }
         }
     }
@@ -97,10 +97,12 @@ where
 
 /// Writes each output as one line; flushes whenever no further output is waiting. If the reader
 /// of our output goes away, nothing can be delivered any more: that is a shutdown.
-async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Output>, output: W, shutdown: CancellationToken) {
+async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Event>, output: W, shutdown: CancellationToken) {
     let mut out = BufWriter::new(output);
     let mut broken = false;
-    while let Some(item) = rx.recv().await {
+    while let Some(event) = rx.recv().await {
+        // A start needs no record here: dropping its `ack` lets the worker go.
+        let Event::Output(item) = event else { continue };
         if broken {
             continue;
         }

@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 pub use guard::HostGuard;
 
 use crate::cli::GlobalArgs;
+use crate::journal::Journal;
 use crate::mcp::queue::{self, Queue, QueueArgs, QueueServer};
+use crate::service::{Service, api};
+use crate::settings::DaemonSettings;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -31,8 +34,18 @@ pub struct ServeArgs {
     /// (localhost, 127.0.0.1, ::1) are always accepted.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
+    /// The bearer token every route but /healthz and /readyz requires. Required when listening
+    /// beyond loopback.
+    #[arg(long, env = "MCP_WORKERS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// After SIGTERM, how long running workers may finish before they are stopped. Keep it below
+    /// the container's stop grace / systemd's TimeoutStopSec.
+    #[arg(long, env = "MCP_WORKERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub shutdown_grace: Duration,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub worker: crate::cli::WorkerArgs,
 }
 
 /// The daemon's HTTP routes, unguarded.
@@ -52,26 +65,44 @@ pub fn routes(queue: Arc<Queue>, guard: &HostGuard, shutdown: &CancellationToken
     Router::new().nest_service("/mcp", mcp).layer(axum::middleware::from_fn(disconnect::track))
 }
 
-/// `routes` behind the Host/Origin guard.
-pub fn app(queue: Arc<Queue>, guard: HostGuard, shutdown: &CancellationToken) -> Router {
-    let router = routes(queue, &guard, shutdown);
-    guard.wrap(router)
+/// Everything `serve` answers: the queue at `/mcp` and the worker API, behind the bearer token
+/// (when set), the health routes open, and all of it behind the Host/Origin guard.
+pub fn app(service: Arc<Service>, guard: HostGuard, shutdown: &CancellationToken) -> Router {
+    let token: Option<Arc<str>> = service.api_token.as_deref().map(Arc::from);
+    let protected = routes(service.queue.clone(), &guard, shutdown)
+        .merge(api::protected(service.clone()))
+        .layer(axum::middleware::from_fn_with_state(token, api::require_token));
+    guard.wrap(protected.merge(api::open(service)))
 }
 
 /// `mcp-workers serve`.
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let api_token = args.api_token.clone().filter(|t| !t.trim().is_empty());
+    if api_token.is_none() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without a bearer token: set MCP_WORKERS_API_TOKEN (or --api-token)",
+            args.listen
+        );
+    }
+    let settings = Arc::new(DaemonSettings::from_args(global, &args.worker)?);
+    crate::protocol::schema::warm_up();
+    // `shutdown` fires on SIGINT/SIGTERM: no new actions, no new starts, polls end. The HTTP
+    // server itself stays up until every running worker has its result recorded.
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone())?;
     let queue = queue::start(global, &args.queue, &shutdown)?;
+    let journal = Arc::new(Journal::open(&global.data_dir()).context("cannot open the store")?);
+    let running = Service::start(settings, journal, queue, api_token, shutdown.clone()).await?;
     let guard = HostGuard::loopback_and(&args.allow_hosts);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("no local address")?;
-    tracing::info!(%addr, data_dir = %global.data_dir().display(), "serving MCP (Streamable HTTP) at /mcp");
+    tracing::info!(%addr, data_dir = %global.data_dir().display(), "serving /v1/actions, /v1/events and MCP at /mcp");
     // The address goes to stderr too, for scripts that bind port 0.
     eprintln!("listening on http://{addr}/mcp");
-    let stop = shutdown.clone();
+    let http_stop = CancellationToken::new();
+    let stop = http_stop.clone();
     // Replies are written in several small pieces (SSE events): without TCP_NODELAY, Nagle's
     // algorithm and the client's delayed ACK add about 40 ms to each.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -79,9 +110,18 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(queue, guard, &shutdown))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("HTTP server failed")?;
+    let server = axum::serve(listener, app(running.service.clone(), guard, &shutdown))
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    running.stop(args.shutdown_grace).await;
+    http_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => return Err(err).context("HTTP server failed"),
+        Ok(Err(err)) => anyhow::bail!("HTTP server task failed: {err}"),
+        Err(_) => tracing::warn!("some HTTP connections did not close in time"),
+    }
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -168,6 +168,30 @@ pub struct SpawnAction {
     pub origin: Origin,
 }
 
+impl SpawnAction {
+    /// The action as JSON again, with its task id and timeout filled in: what a journal stores
+    /// to run it after a restart ([`parse::parse_action`] reads it back to the same action).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut action = serde_json::json!({
+            "type": "spawn_worker",
+            "taskId": self.task_id,
+            "task": self.task,
+            "servers": self.servers,
+            "timeout": u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        if let Some(profile) = &self.profile {
+            action["profile"] = profile.clone().into();
+        }
+        if let Some(turns) = self.max_turns {
+            action["maxTurns"] = turns.into();
+        }
+        if let Some(model) = &self.model {
+            action["model"] = model.clone().into();
+        }
+        action
+    }
+}
+
 /// Everything that can go on stdout (and over HTTP).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]

@@ -195,6 +195,15 @@ mod tests {
     }
 
     #[test]
+    fn an_action_survives_a_round_trip_through_json() {
+        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m"}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        let Item::Spawn(action) = parse_action(value, Origin::default(), LIMITS) else { panic!() };
+        let Item::Spawn(again) = parse_action(action.to_json(), action.origin, LIMITS) else { panic!() };
+        assert_eq!(again, action);
+    }
+
+    #[test]
     fn task_ids() {
         assert!(is_task_id("0193a-b.c:d_e"));
         assert!(!is_task_id(""));

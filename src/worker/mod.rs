@@ -26,6 +26,9 @@ use command::{CliSettings, Invocation};
 use outcome::{Facts, Stop};
 use stream::Transcript;
 
+/// Every worker's environment names its task, so its processes can be found again.
+pub const TASK_ID_VAR: &str = "MCP_WORKERS_TASK_ID";
+
 /// Settings shared by all workers.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -112,7 +115,9 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         model: action.model.as_deref(),
         timeout: action.timeout,
     };
-    let plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
+    let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
+    // Lets a restarted daemon recognise (and kill) what a crashed one left running.
+    plan.env.insert(TASK_ID_VAR.to_owned(), action.task_id.clone());
     debug!(program = %plan.program.display(), servers = ?action.servers, "starting Claude Code");
 
     let mut transcript = Transcript::default();

@@ -75,6 +75,14 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is one. If the
+    // daemon dies (even by SIGKILL), the kernel kills the CLI, whose MCP servers then see EOF.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
     let mut child = command.spawn()?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let mut guard = GroupGuard(pid);
@@ -191,4 +199,21 @@ async fn tail<R: tokio::io::AsyncRead + Unpin>(mut reader: R, limit: usize) -> S
         kept.drain(..kept.len() - limit);
     }
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Kills every process whose environment names one of `task_ids` (`MCP_WORKERS_TASK_ID`): what
+/// a crashed daemon's workers left behind. Returns how many were killed.
+pub fn kill_leftovers(task_ids: &[String]) -> usize {
+    let wanted: Vec<String> = task_ids.iter().map(|id| format!("{}={id}", super::TASK_ID_VAR)).collect();
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| wanted.iter().any(|w| var == w.as_bytes()))
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
 }

@@ -37,6 +37,26 @@ pub const MIGRATIONS: &[&str] = &[
         active_until_ms INTEGER NOT NULL
     );
     CREATE INDEX workers_by_activity ON workers (active_until_ms);",
+    // 2: the action journal of `serve` (see src/journal.rs).
+    "CREATE TABLE actions (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id     TEXT NOT NULL UNIQUE,
+        action      TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('accepted', 'running', 'done')),
+        pid         INTEGER,
+        result      TEXT,
+        accepted_ms INTEGER NOT NULL,
+        started_ms  INTEGER,
+        finished_ms INTEGER
+    );
+    CREATE INDEX actions_by_state ON actions (state, seq);
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        data    TEXT NOT NULL,
+        at_ms   INTEGER NOT NULL
+    );",
 ];
 
 /// WAL size (pages) at which a commit checkpoints by itself.

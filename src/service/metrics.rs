@@ -1,0 +1,137 @@
+//! Counters for `/metrics`, rendered in the Prometheus text format by hand (a handful of series
+//! does not need a metrics crate).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use crate::protocol::WorkerResult;
+use crate::store::Counts;
+
+/// Upper bounds of the worker-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Results by kind (`success` for successes).
+    results: BTreeMap<&'static str, u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_seconds: f64,
+    cost_usd: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+/// Gauges read at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    pub running: usize,
+    pub waiting: usize,
+    pub queue: Option<Counts>,
+}
+
+impl Metrics {
+    pub fn observe(&self, result: &WorkerResult) {
+        let mut m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kind = result.error.as_ref().map_or("success", |e| e.kind.as_str());
+        *m.results.entry(kind).or_default() += 1;
+        // Only workers that ran have a duration worth a histogram.
+        if result.duration > 0 {
+            let seconds = result.duration as f64 / 1000.0;
+            for (bucket, bound) in m.buckets.iter_mut().zip(BUCKETS) {
+                if seconds <= bound {
+                    *bucket += 1;
+                }
+            }
+            m.count += 1;
+            m.sum_seconds += seconds;
+        }
+        m.cost_usd += result.cost_usd.unwrap_or(0.0);
+    }
+
+    pub fn render(&self, gauges: Gauges) -> String {
+        let m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: String| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+        };
+        gauge("mcp_workers_workers_running", "Claude Code workers running now.", gauges.running.to_string());
+        gauge("mcp_workers_actions_waiting", "Accepted actions waiting for a worker slot.", gauges.waiting.to_string());
+        let _ = write!(
+            out,
+            "# HELP mcp_workers_results_total Worker results by kind.\n# TYPE mcp_workers_results_total counter\n"
+        );
+        for (kind, n) in &m.results {
+            let _ = writeln!(out, "mcp_workers_results_total{{kind=\"{kind}\"}} {n}");
+        }
+        let name = "mcp_workers_worker_duration_seconds";
+        let _ = write!(out, "# HELP {name} How long workers ran.\n# TYPE {name} histogram\n");
+        for (bound, n) in BUCKETS.iter().zip(m.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            m.count, m.sum_seconds, m.count
+        );
+        let _ = write!(
+            out,
+            "# HELP mcp_workers_cost_usd_total Cost reported by the CLI.\n# TYPE mcp_workers_cost_usd_total counter\nmcp_workers_cost_usd_total {}\n",
+            m.cost_usd
+        );
+        if let Some(q) = gauges.queue {
+            let name = "mcp_workers_queue_tasks";
+            let _ = write!(out, "# HELP {name} Polling-queue tasks by state.\n# TYPE {name} gauge\n");
+            for (state, n) in [("queued", q.queued), ("leased", q.leased), ("done", q.done), ("dead", q.dead)] {
+                let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
+            }
+            let _ = write!(
+                out,
+                "# HELP mcp_workers_queue_workers Registered polling workers.\n# TYPE mcp_workers_queue_workers gauge\nmcp_workers_queue_workers {}\n",
+                q.workers
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorKind, Origin, WorkerError};
+
+    #[test]
+    fn renders_counters_histogram_and_gauges() {
+        let metrics = Metrics::default();
+        let mut ok = WorkerResult::failure("a", Origin::default(), WorkerError::new(ErrorKind::Timeout, "x", true));
+        ok.success = true;
+        ok.error = None;
+        ok.duration = 1500;
+        ok.cost_usd = Some(0.25);
+        metrics.observe(&ok);
+        metrics.observe(&WorkerResult::failure(
+            "b",
+            Origin::default(),
+            WorkerError::new(ErrorKind::Timeout, "x", true),
+        ));
+        let text =
+            metrics.render(Gauges { running: 2, waiting: 1, queue: Some(Counts { queued: 3, ..Counts::default() }) });
+        for line in [
+            "mcp_workers_workers_running 2",
+            "mcp_workers_actions_waiting 1",
+            "mcp_workers_results_total{kind=\"success\"} 1",
+            "mcp_workers_results_total{kind=\"timeout\"} 1",
+            "mcp_workers_worker_duration_seconds_bucket{le=\"1\"} 0",
+            "mcp_workers_worker_duration_seconds_bucket{le=\"2\"} 1",
+            "mcp_workers_worker_duration_seconds_count 1",
+            "mcp_workers_cost_usd_total 0.25",
+            "mcp_workers_queue_tasks{state=\"queued\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+        }
+    }
+}
