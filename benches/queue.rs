@@ -198,6 +198,38 @@ async fn latency_in_process(samples: usize) -> Vec<Duration> {
     out
 }
 
+/// The same hops as an in-process delivery (two trips through the blocking pool, a `Notify`,
+/// a oneshot to a waiting task), with no SQLite: the runtime's own floor on this machine.
+async fn handoff_floor(samples: usize) -> Vec<Duration> {
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let slot: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>> = Arc::default();
+    let (n, s) = (Arc::clone(&notify), Arc::clone(&slot));
+    tokio::spawn(async move {
+        loop {
+            n.notified().await;
+            tokio::task::spawn_blocking(|| ()).await.expect("blocking");
+            if let Some(tx) = s.lock().expect("slot").take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *slot.lock().expect("slot") = Some(tx);
+        let waiter = tokio::spawn(async move {
+            rx.await.expect("handoff");
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let t0 = Instant::now();
+        tokio::task::spawn_blocking(|| ()).await.expect("blocking");
+        notify.notify_one();
+        out.push(waiter.await.expect("waiter") - t0);
+    }
+    out
+}
+
 async fn latency_across_processes(url: &str, store: Arc<SqliteStore>, samples: usize) -> Vec<Duration> {
     let mut mcp = Mcp::connect(url).await;
     let w = mcp.call("worker_create", json!({})).await["worker_id"].as_str().expect("worker").to_owned();
@@ -283,9 +315,12 @@ fn main() {
             cycles / (bare / 2.0)
         );
 
-        let (med, p99) = stats(latency_in_process(300).await);
-        println!("## enqueue-to-delivery, in-process (300 samples)");
-        println!("median {med:.3} ms, p99 {p99:.3} ms");
+        let (med, p99) = stats(latency_in_process(1000).await);
+        let (fmed, fp99) = stats(handoff_floor(1000).await);
+        println!("## enqueue-to-delivery, in-process (1000 samples)");
+        println!(
+            "median {med:.3} ms, p99 {p99:.3} ms; baseline (same hops, no SQLite) median {fmed:.3} ms, p99 {fp99:.3} ms"
+        );
         let (med, p99) = stats(latency_across_processes(&url, Arc::clone(&store), 200).await);
         let (pmed, pp99) = stats(ping_round_trips(&url, 200).await);
         println!("## enqueue-to-delivery, across processes over HTTP (200 samples)");

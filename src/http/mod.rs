@@ -103,6 +103,13 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
     eprintln!("listening on http://{addr}/mcp");
     let http_stop = CancellationToken::new();
     let stop = http_stop.clone();
+    // Replies are written in several small pieces (SSE events): without TCP_NODELAY, Nagle's
+    // algorithm and the client's delayed ACK add about 40 ms to each.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(running.service.clone(), guard, &shutdown))
         .with_graceful_shutdown(async move { stop.cancelled().await });
     let server = tokio::spawn(async move { server.await });

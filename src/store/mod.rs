@@ -151,6 +151,9 @@ pub trait Store: Send + Sync + 'static {
     fn counts(&self) -> Result<Counts>;
     /// Whether some worker is active at `now`.
     fn any_active_worker(&self, now: Millis) -> Result<bool>;
+    /// Background upkeep, called every sweep (SQLite: checkpoints the WAL from a side
+    /// connection, off the path of claims and submits).
+    fn maintain(&self) -> Result<()>;
     /// A number that changes when another process changed the store (cheap; polled while
     /// polls wait, so a task enqueued elsewhere is seen at once).
     fn change_token(&self) -> Result<u64>;

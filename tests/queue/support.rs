@@ -58,6 +58,15 @@ fn pump(reader: impl std::io::Read + Send + 'static, log: Arc<Mutex<Vec<String>>
     rx
 }
 
+/// Waits (up to 30 s) until `log` has a line containing `needle`.
+pub fn wait_for_line(log: &Mutex<Vec<String>>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+        assert!(Instant::now() < deadline, "no log line with {needle:?} in {:?}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A Streamable HTTP server: `mcp-workers serve --listen 127.0.0.1:0`.
 pub struct HttpServer {
     pub child: Child,
@@ -95,8 +104,9 @@ impl HttpServer {
         Self { child, url, stderr }
     }
 
-    pub fn log_contains(&self, needle: &str) -> bool {
-        self.stderr.lock().unwrap().iter().any(|l| l.contains(needle))
+    /// Waits until the server logged a line containing `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        wait_for_line(&self.stderr, needle);
     }
 
     pub fn kill9(&mut self) {
@@ -213,6 +223,11 @@ impl Driver {
         let r = self.call("create", "worker_create", json!({}));
         assert_eq!(r["is_error"], false, "{r}");
         r["json"]["worker_id"].as_str().expect("worker_id").to_owned()
+    }
+
+    /// The client's stderr so far (a stdio server's log goes there).
+    pub fn stderr_log(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.stderr)
     }
 
     /// Kills the client process (a worker that vanishes).

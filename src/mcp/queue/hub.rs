@@ -244,7 +244,7 @@ impl Queue {
                 () = tokio::time::sleep(self.config.sweep_interval) => {}
                 () = self.shutdown.cancelled() => return,
             }
-            match self.with_store(move |s| s.sweep(now_ms(), max_attempts)).await {
+            match self.with_store(move |s| s.maintain().and_then(|()| s.sweep(now_ms(), max_attempts))).await {
                 Ok(report) => {
                     if report.requeued > 0 {
                         tracing::info!(tasks = report.requeued, "leases ran out; tasks queued again");

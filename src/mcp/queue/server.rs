@@ -205,7 +205,8 @@ impl QueueServer {
         let outcome = self.queue.submit(worker_id, task_id, response).await.map_err(|e| internal(&e))?;
         Ok(match outcome {
             SubmitOutcome::Accepted => {
-                tracing::info!(worker_id, task_id, response, "task completed");
+                let preview: String = response.chars().take(500).collect();
+                tracing::info!(worker_id, task_id, bytes = response.len(), response = %preview, "task completed");
                 replies::submitted(worker_id)
             }
             SubmitOutcome::UnknownWorker => replies::unknown_worker(worker_id),

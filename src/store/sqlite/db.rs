@@ -59,6 +59,9 @@ pub const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// WAL size (pages) at which a commit checkpoints by itself.
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
+
 /// How long a writer waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,6 +80,10 @@ pub fn open_file(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoints (which fsync) would otherwise run inside whichever commit crosses 1000 WAL
+    // pages: the queue's hot path. The queue checkpoints from a side connection instead
+    // (`Store::maintain`); this larger limit is only a safety net.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     migrate(&mut conn, MIGRATIONS)?;
     Ok(conn)
 }

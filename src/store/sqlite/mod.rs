@@ -16,6 +16,8 @@ use super::{Counts, Millis, Result, Store, StoreError, SubmitOutcome, SweepRepor
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A second connection, only for checkpoints, so they never hold up the first.
+    checkpointer: Mutex<Connection>,
 }
 
 const TASK_COLUMNS: &str =
@@ -24,12 +26,16 @@ const TASK_COLUMNS: &str =
 impl SqliteStore {
     /// Opens `<data_dir>/store.sqlite3`, creating and migrating it as needed.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        Ok(Self { conn: Mutex::new(db::open_in(data_dir)?) })
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        Self::open_file(&data_dir.join(db::FILE_NAME))
     }
 
     /// Opens a given SQLite file.
     pub fn open_file(path: &Path) -> Result<Self> {
-        Ok(Self { conn: Mutex::new(db::open_file(path)?) })
+        let conn = db::open_file(path)?;
+        let checkpointer = db::open_file(path)?;
+        Ok(Self { conn: Mutex::new(conn), checkpointer: Mutex::new(checkpointer) })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -250,6 +256,13 @@ impl Store for SqliteStore {
             .conn()
             .prepare_cached("SELECT 1 FROM workers WHERE active_until_ms >= ?1 LIMIT 1")?
             .exists(params![now])?)
+    }
+
+    fn maintain(&self) -> Result<()> {
+        let conn = self.checkpointer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     fn change_token(&self) -> Result<u64> {
