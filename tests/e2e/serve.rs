@@ -215,3 +215,38 @@ async fn kill_9_with_workers_running_and_waiting_loses_nothing_and_runs_nothing_
     server.signal("TERM");
     assert!(server.wait().await.0.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_running_workers_a_grace_then_records_them_and_keeps_the_queue() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("long-", vec![hang()]);
+    model.script("later-", vec![text("ran after the restart")]);
+    let args = ["--max-workers", "1", "--shutdown-grace", "1s", "--kill-grace", "1s"];
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let body = json!({"actions": [
+        action("long", "long-running", &["filesystem"], 300_000),
+        action("later", "later-please", &["filesystem"], 300_000),
+    ]});
+    let (status, _) = post(&server, "/v1/actions", &body).await;
+    assert_eq!(status, 202);
+    model.wait_for_requests(1).await;
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let (status, _) = server.wait().await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took >= Duration::from_secs(1), "the running worker had its grace: {took:?}");
+    assert!(took < Duration::from_secs(1 + 1 + 5), "then it was stopped: {took:?}");
+    assert!(project.processes(None).is_empty(), "{:?}", project.processes(None));
+
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let mut events = SseReader::open(&server.url("/v1/events?after=0"), None).await;
+    let (results, _) = events.results(2).await;
+    assert_eq!(results[0]["taskId"], "long");
+    assert_eq!(results[0]["error"]["kind"], "shutdown", "{}", results[0]);
+    assert_eq!(results[1]["taskId"], "later", "the queued action ran after the restart");
+    assert_eq!(results[1]["success"], true, "{}", results[1]);
+    server.signal("TERM");
+    assert!(server.wait().await.0.success());
+}
