@@ -9,7 +9,7 @@
 mod expand;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,31 +20,24 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use crate::registry::{Registry, ServerEntry};
-pub use expand::{Launch, WorkerEnv};
+use crate::registry::ServerEntry;
+use crate::settings::DaemonSettings;
+use crate::worker::command::environment;
+pub use expand::Launch;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Check only these servers (default: all of the registry).
     pub servers: Vec<String>,
-    /// The server registry. Default: `<root>/.claude/mcp_servers.json`.
-    #[arg(long, env = "MCP_WORKERS_REGISTRY")]
-    pub registry: Option<PathBuf>,
-    /// The workers' working directory. Default: `<root>/workspace`.
-    #[arg(long, env = "MCP_WORKERS_WORKSPACE")]
-    pub workspace: Option<PathBuf>,
-    /// Worker profiles. Default: `<root>/profiles`.
-    #[arg(long, env = "MCP_WORKERS_PROFILES")]
-    pub profiles: Option<PathBuf>,
-    /// Extra environment variables to pass to every server, by name (repeatable), as `run --pass-env`.
-    #[arg(long = "pass-env", value_name = "NAME")]
-    pub pass_env: Vec<String>,
     /// How long one server may take to start and list its tools.
     #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The same registry, directories and `--pass-env` a worker would get.
+    #[command(flatten)]
+    pub worker: crate::cli::WorkerArgs,
 }
 
 /// What became of one server.
@@ -90,31 +83,22 @@ impl Report {
 }
 
 pub async fn run(global: &crate::cli::GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let root = std::path::absolute(&global.root)?;
-    let root = root.canonicalize().unwrap_or(root);
-    let registry_path = args.registry.clone().unwrap_or_else(|| root.join(".claude/mcp_servers.json"));
-    let self_exe = std::env::current_exe()?;
-    let registry = Registry::load(&registry_path, &self_exe)?;
+    let settings = DaemonSettings::without_claude(global, &args.worker)?;
+    let (registry, registry_path) = (&settings.registry, &settings.registry_path);
     if let Some(unknown) = registry.first_unknown(&args.servers) {
         let known = registry.names().collect::<Vec<_>>().join(", ");
         anyhow::bail!("MCP server not found: {unknown} (the registry {} has: {known})", registry_path.display());
     }
-    let env = WorkerEnv::for_daemon(
-        &root,
-        &args.workspace.clone().unwrap_or_else(|| root.join("workspace")),
-        &args.profiles.clone().unwrap_or_else(|| root.join("profiles")),
-        &global.data_dir(),
-    )?;
+    let (cli, daemon_env) = (&settings.worker.cli, &settings.worker.daemon_env);
     let home = tempfile::tempdir()?;
-    // A worker runs in the workspace; without one (a fresh checkout), the root will do.
-    let cwd = if env.workspace().is_dir() { env.workspace().to_owned() } else { env.root() };
     let mut reports = Vec::new();
     for (name, entry) in registry.entries() {
         if !args.servers.is_empty() && !args.servers.iter().any(|s| s == name) {
             continue;
         }
-        let vars = env.for_server(entry, &args.pass_env, home.path());
-        reports.push(probe(name, entry, &vars, &cwd, args.timeout).await);
+        // Exactly what the CLI's environment would be for a worker that selected this server.
+        let vars = environment(cli, &entry.variables, home.path(), args.timeout, daemon_env);
+        reports.push(probe(name, entry, &vars, &cli.workspace, args.timeout).await);
     }
     if args.json {
         let ok = !reports.iter().any(|r| r.status.is_problem());

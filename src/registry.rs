@@ -180,6 +180,12 @@ pub fn tool_prefix(server: &str) -> String {
     format!("mcp__{clean}__")
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: what the CLI takes as a variable name inside `${...}`.
+pub fn is_var_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Records the `NAME` of every `${NAME}` and `${NAME:-default}` in any string below `value`.
 pub fn collect_placeholders(value: &Value, into: &mut BTreeSet<String>) {
     match value {
@@ -197,9 +203,7 @@ fn placeholders_in(s: &str, into: &mut BTreeSet<String>) {
         let Some(end) = rest.find('}') else { return };
         let inner = &rest[..end];
         let name = inner.split_once(":-").map_or(inner, |(name, _)| name);
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if valid {
+        if is_var_name(name) {
             into.insert(name.to_owned());
         }
         rest = &rest[end + 1..];

@@ -18,6 +18,7 @@ use crate::worker::command::CliSettings;
 pub struct DaemonSettings {
     pub worker: Arc<WorkerSettings>,
     pub registry: Arc<Registry>,
+    pub registry_path: PathBuf,
     pub profiles: PathBuf,
     pub limits: Limits,
     pub max_workers: usize,
@@ -26,6 +27,15 @@ pub struct DaemonSettings {
 
 impl DaemonSettings {
     pub fn from_args(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Self> {
+        Self::build(global, args, true)
+    }
+
+    /// For commands that never run the CLI (`check`): a missing `claude` is no error there.
+    pub fn without_claude(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Self> {
+        Self::build(global, args, false)
+    }
+
+    fn build(global: &GlobalArgs, args: &WorkerArgs, need_claude: bool) -> anyhow::Result<Self> {
         if args.max_workers == 0 {
             bail!("--max-workers must be at least 1");
         }
@@ -49,7 +59,11 @@ impl DaemonSettings {
         }
         let daemon_env: BTreeMap<String, String> = std::env::vars().collect();
         let tools_bin = Some(root.join(".tools/bin")).filter(|p| p.is_dir());
-        let claude = find_claude(args.claude.as_deref(), tools_bin.as_deref(), daemon_env.get("PATH"))?;
+        let claude = match find_claude(args.claude.as_deref(), tools_bin.as_deref(), daemon_env.get("PATH")) {
+            Ok(claude) => claude,
+            Err(_) if !need_claude => PathBuf::from("claude"),
+            Err(err) => return Err(err),
+        };
         let cli = CliSettings {
             claude,
             root,
@@ -65,6 +79,7 @@ impl DaemonSettings {
         Ok(Self {
             worker: Arc::new(WorkerSettings { cli, kill_grace: args.kill_grace, temp_root: None, daemon_env }),
             registry: Arc::new(registry),
+            registry_path,
             profiles,
             limits: Limits { max_timeout: args.max_timeout },
             max_workers: args.max_workers,
@@ -93,11 +108,13 @@ fn find_claude(given: Option<&Path>, tools_bin: Option<&Path>, path: Option<&Str
     )
 }
 
-fn search_path(name: &Path, path: Option<&String>) -> Vec<PathBuf> {
+/// `name` in each directory of a PATH-style list.
+pub fn search_path(name: &Path, path: Option<&String>) -> Vec<PathBuf> {
     path.map(|p| std::env::split_paths(p).map(|dir| dir.join(name)).collect()).unwrap_or_default()
 }
 
-fn is_executable(path: &Path) -> bool {
+/// A regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

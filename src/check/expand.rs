@@ -1,77 +1,12 @@
-//! The environment a worker's servers get, and the CLI's `${VAR}` / `${VAR:-default}` expansion
-//! of a registry entry over it. Pure apart from reading the daemon's own environment.
+//! The CLI's `${VAR}` / `${VAR:-default}` expansion of a registry entry over a worker's
+//! environment (built by `worker::command::environment`). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::registry::ServerEntry;
-
-/// The daemon-wide part of a worker's environment.
-#[derive(Debug, Clone)]
-pub struct WorkerEnv {
-    path: String,
-    builtins: BTreeMap<String, String>,
-    workspace: PathBuf,
-    daemon: BTreeMap<String, String>,
-}
-
-impl WorkerEnv {
-    /// From the daemon's own environment and its directories (made absolute).
-    pub fn for_daemon(root: &Path, workspace: &Path, profiles: &Path, data_dir: &Path) -> std::io::Result<Self> {
-        let daemon: BTreeMap<String, String> = std::env::vars().collect();
-        Self::new(root, workspace, profiles, data_dir, daemon)
-    }
-
-    pub fn new(
-        root: &Path,
-        workspace: &Path,
-        profiles: &Path,
-        data_dir: &Path,
-        daemon: BTreeMap<String, String>,
-    ) -> std::io::Result<Self> {
-        let abs = |p: &Path| std::path::absolute(p).map(|p| p.to_string_lossy().into_owned());
-        let tools = root.join(".tools/bin");
-        let inherited = daemon.get("PATH").cloned().unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        let path = if tools.is_dir() { format!("{}:{inherited}", abs(&tools)?) } else { inherited };
-        let builtins = BTreeMap::from([
-            ("MCP_WORKERS_ROOT".to_owned(), abs(root)?),
-            ("MCP_WORKERS_WORKSPACE".to_owned(), abs(workspace)?),
-            ("MCP_WORKERS_PROFILES".to_owned(), abs(profiles)?),
-            ("MCP_WORKERS_DATA_DIR".to_owned(), abs(data_dir)?),
-        ]);
-        Ok(Self { path, builtins, workspace: std::path::absolute(workspace)?, daemon })
-    }
-
-    /// The servers' working directory: a worker's cwd, the workspace (when it exists).
-    pub fn workspace(&self) -> &Path {
-        &self.workspace
-    }
-
-    /// The project root.
-    pub fn root(&self) -> PathBuf {
-        PathBuf::from(&self.builtins["MCP_WORKERS_ROOT"])
-    }
-
-    /// The environment one server starts with: PATH, HOME, the built-in paths, the daemon's
-    /// variables that the entry's placeholders name, and the `pass_env` names.
-    pub fn for_server(&self, entry: &ServerEntry, pass_env: &[String], home: &Path) -> BTreeMap<String, String> {
-        let mut vars = self.builtins.clone();
-        vars.insert("PATH".into(), self.path.clone());
-        vars.insert("HOME".into(), home.to_string_lossy().into_owned());
-        for name in entry.variables.iter().chain(pass_env) {
-            if vars.contains_key(name) {
-                continue;
-            }
-            if let Some(value) = self.daemon.get(name) {
-                vars.insert(name.clone(), value.clone());
-            }
-        }
-        vars
-    }
-}
 
 /// A stdio entry with its placeholders expanded.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,9 +63,7 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>, missing: &mut BTreeSe
             Some((name, default)) => (name, Some(default)),
             None => (inner, None),
         };
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        match (valid, vars.get(name), default) {
+        match (crate::registry::is_var_name(name), vars.get(name), default) {
             (false, _, _) => out.push_str(&rest[start..start + 2 + end + 1]),
             (true, Some(value), Some(default)) if value.is_empty() => out.push_str(default),
             (true, Some(value), _) => out.push_str(value),
@@ -148,7 +81,7 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>, missing: &mut BTreeSe
 
 /// Where `program` would be found: as a path (relative to `cwd`) when it has a `/`, else on `path`.
 pub fn find_program(program: &str, path: &str, cwd: &Path) -> Option<PathBuf> {
-    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = |p: &Path| crate::settings::is_executable(p);
     if program.is_empty() {
         return None;
     }
@@ -197,20 +130,12 @@ mod tests {
             Path::new("/opt/mcp-workers"),
         )
         .unwrap();
-        let daemon = vars(&[("PATH", "/usr/bin"), ("TELEGRAM_API_BASE", "http://127.0.0.1:9"), ("SECRET", "x")]);
-        let env = WorkerEnv::new(
-            Path::new("/r"),
-            Path::new("/r/workspace"),
-            Path::new("/r/profiles"),
-            Path::new("/r/d"),
-            daemon,
-        )
-        .unwrap();
+        let server_vars = vars(&[
+            ("PATH", "/usr/bin"),
+            ("TELEGRAM_API_BASE", "http://127.0.0.1:9"),
+            ("MCP_WORKERS_WORKSPACE", "/r/workspace"),
+        ]);
         let tg = entry.get("tg").unwrap();
-        let server_vars = env.for_server(tg, &[], Path::new("/h"));
-        assert_eq!(server_vars.get("TELEGRAM_API_BASE").map(String::as_str), Some("http://127.0.0.1:9"));
-        assert!(!server_vars.contains_key("SECRET"));
-        assert_eq!(server_vars["PATH"], "/usr/bin");
         let launch = Launch::from_entry(tg, &server_vars);
         assert_eq!(launch.command, "/opt/mcp-workers");
         assert_eq!(launch.missing, ["TELEGRAM_BOT_TOKEN"]);
@@ -218,7 +143,7 @@ mod tests {
         assert_eq!(launch.programs(), ["/opt/mcp-workers"]);
 
         let fs = entry.get("fs").unwrap();
-        let launch = Launch::from_entry(fs, &env.for_server(fs, &[], Path::new("/h")));
+        let launch = Launch::from_entry(fs, &server_vars);
         assert_eq!(launch.args.last().map(String::as_str), Some("/r/workspace"));
         assert_eq!(launch.programs(), ["/opt/mcp-workers", "mcp-server-filesystem"]);
         assert!(launch.missing.is_empty());

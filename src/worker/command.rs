@@ -4,7 +4,7 @@
 //! settings the daemon was given, and exactly the variables that the selected servers'
 //! placeholders name. Secrets travel only in the environment, never in argv or a file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,18 +95,18 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
         args.extend(["--".into(), inv.task.to_owned()]);
         None
     };
-    Plan {
-        program: settings.claude.clone(),
-        args,
-        env: environment(settings, inv, daemon_env),
-        cwd: settings.workspace.clone(),
-        stdin,
-    }
+    let env = environment(settings, &inv.selection.variables, inv.home, inv.timeout, daemon_env);
+    Plan { program: settings.claude.clone(), args, env, cwd: settings.workspace.clone(), stdin }
 }
 
-fn environment(
+/// The CLI's environment, which its stdio MCP servers inherit (plus their entry's `env`):
+/// `variables` are the names the selected servers' placeholders use. `check` starts servers
+/// with exactly this too.
+pub fn environment(
     settings: &CliSettings,
-    inv: &Invocation<'_>,
+    variables: &BTreeSet<String>,
+    home: &Path,
+    timeout: Duration,
     daemon_env: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -117,7 +117,7 @@ fn environment(
     };
     // Lowest precedence first: what the selected servers name, then locale, then the user's
     // Anthropic settings and explicit pass-throughs. Our own settings below override them all.
-    for name in &inv.selection.variables {
+    for name in variables {
         take(name);
     }
     for name in ["LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS"] {
@@ -129,7 +129,7 @@ fn environment(
     for name in &settings.pass_env {
         take(name);
     }
-    let timeout_ms = inv.timeout.as_millis().max(1).to_string();
+    let timeout_ms = timeout.as_millis().max(1).to_string();
     let fixed = [
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
         ("DISABLE_TELEMETRY", "1".to_owned()),
@@ -145,7 +145,7 @@ fn environment(
         ("MCP_WORKERS_WORKSPACE", path_string(&settings.workspace)),
         ("MCP_WORKERS_PROFILES", path_string(&settings.profiles)),
         ("MCP_WORKERS_DATA_DIR", path_string(&settings.data_dir)),
-        ("HOME", path_string(inv.home)),
+        ("HOME", path_string(home)),
     ];
     for (name, value) in fixed {
         env.insert(name.to_owned(), value);

@@ -87,6 +87,27 @@ impl Project {
     }
 }
 
+impl Project {
+    /// `mcp-workers --root <project> <words> --claude <real CLI> --pass-env E2E_MARKER`, with an
+    /// environment built from nothing: PATH, a private TMPDIR, the fake model, the marker.
+    pub fn command(&self, model: &FakeModel, words: &[&str]) -> Command {
+        let mut command = Command::new(super::bin());
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .args(words)
+            .args(["--claude", &super::claude().to_string_lossy(), "--pass-env", "E2E_MARKER"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TMPDIR", self.tmp())
+            .env("ANTHROPIC_BASE_URL", model.base_url())
+            .env("ANTHROPIC_API_KEY", "dummy-key-for-the-fake-model")
+            .env("E2E_MARKER", &self.marker)
+            .env("RUST_LOG", "mcp_workers=debug");
+        command
+    }
+}
+
 /// `mcp-workers run` with its pipes.
 pub struct Daemon {
     pub child: Child,
@@ -98,24 +119,8 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `mcp-workers --root <project> run <args>` against `model`.
     pub fn start(project: &Project, model: &FakeModel, args: &[&str]) -> Daemon {
-        let mut command = Command::new(super::bin());
-        command
-            .arg("--root")
-            .arg(&project.root)
-            .arg("run")
-            .args(["--claude", &super::claude().to_string_lossy(), "--pass-env", "E2E_MARKER"])
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TMPDIR", project.tmp())
-            .env("ANTHROPIC_BASE_URL", model.base_url())
-            .env("ANTHROPIC_API_KEY", "dummy-key-for-the-fake-model")
-            .env("E2E_MARKER", &project.marker)
-            .env("RUST_LOG", "mcp_workers=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut command = project.command(model, &["run"]);
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().expect("start mcp-workers");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -238,22 +243,10 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
-        let mut command = Command::new(super::bin());
+        let data = project.root.join("data");
+        let mut command = project.command(model, &["--data-dir", &data.to_string_lossy(), "serve"]);
         command
-            .arg("--root")
-            .arg(&project.root)
-            .arg("--data-dir")
-            .arg(project.root.join("data"))
-            .arg("serve")
-            .args(["--claude", &super::claude().to_string_lossy(), "--pass-env", "E2E_MARKER"])
             .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TMPDIR", project.tmp())
-            .env("ANTHROPIC_BASE_URL", model.base_url())
-            .env("ANTHROPIC_API_KEY", "dummy-key-for-the-fake-model")
-            .env("E2E_MARKER", &project.marker)
-            .env("RUST_LOG", "mcp_workers=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
