@@ -90,14 +90,15 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
     // server itself stays up until every running worker has its result recorded.
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone())?;
-    let queue = queue::start(global, &args.queue, &shutdown)?;
-    let journal = Arc::new(Journal::open(&global.data_dir()).context("cannot open the store")?);
-    let running = Service::start(settings, journal, queue, api_token, shutdown.clone()).await?;
-    let guard = HostGuard::loopback_and(&args.allow_hosts);
+    // Bind first: a taken port must fail before recovery starts any journalled action.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("no local address")?;
+    let queue = queue::start(global, &args.queue, &shutdown)?;
+    let journal = Arc::new(Journal::open(&global.data_dir()).context("cannot open the store")?);
+    let running = Service::start(settings, journal, queue, api_token, shutdown.clone()).await?;
+    let guard = HostGuard::loopback_and(&args.allow_hosts);
     tracing::info!(%addr, data_dir = %global.data_dir().display(), "serving /v1/actions, /v1/events and MCP at /mcp");
     // The address goes to stderr too, for scripts that bind port 0.
     eprintln!("listening on http://{addr}/mcp");
@@ -112,11 +113,20 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
     });
     let server = axum::serve(listener, app(running.service.clone(), guard, &shutdown))
         .with_graceful_shutdown(async move { stop.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
+    let mut server = tokio::spawn(async move { server.await });
+    // Normally a signal ends this; if the HTTP server itself fails, stop the same orderly way.
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut server => Some(ended),
+    };
+    shutdown.cancel();
     running.stop(args.shutdown_grace).await;
     http_stop.cancel();
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    let ended = match failed {
+        Some(ended) => Ok(ended),
+        None => tokio::time::timeout(Duration::from_secs(5), server).await,
+    };
+    match ended {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(err))) => return Err(err).context("HTTP server failed"),
         Ok(Err(err)) => anyhow::bail!("HTTP server task failed: {err}"),
