@@ -189,10 +189,10 @@ fn spawn_error(program: &Path, err: &std::io::Error) -> WorkerError {
     )
 }
 
-/// Writes JSON to a new file readable by its owner only.
+/// Writes JSON to a new file readable by its owner only. No fsync: the file lives only as long as
+/// the worker, and the child reads it from the page cache.
 fn write_private(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    file.write_all(&bytes)?;
-    file.sync_all()
+    file.write_all(&bytes)
 }
