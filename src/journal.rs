@@ -48,8 +48,8 @@ pub struct ActionRecord {
 /// What a previous run left unfinished.
 #[derive(Debug, Default, PartialEq)]
 pub struct Recovery {
-    /// Running when the daemon stopped.
-    pub interrupted: Vec<String>,
+    /// Running when the daemon stopped: (task id, what `accept` stored).
+    pub interrupted: Vec<(String, Value)>,
     /// Accepted, never started: (task id, what `accept` stored), oldest first.
     pub pending: Vec<(String, Value)>,
 }
@@ -197,11 +197,11 @@ impl Journal {
             .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
         for row in rows {
             let (task_id, state, action) = row?;
+            let action =
+                serde_json::from_str(&action).map_err(|e| StoreError::Corrupt(format!("action {task_id}: {e}")))?;
             if state == "running" {
-                recovery.interrupted.push(task_id);
+                recovery.interrupted.push((task_id, action));
             } else {
-                let action =
-                    serde_json::from_str(&action).map_err(|e| StoreError::Corrupt(format!("action {task_id}: {e}")))?;
                 recovery.pending.push((task_id, action));
             }
         }
@@ -283,7 +283,7 @@ mod tests {
         // A restart: the file still knows everything.
         let journal = Journal::open(dir.path()).unwrap();
         let recovery = journal.recover().unwrap();
-        assert_eq!(recovery.interrupted, ["a"]);
+        assert_eq!(recovery.interrupted, [("a".to_owned(), a)]);
         assert_eq!(recovery.pending, [("c".to_owned(), c)]);
         let all = journal.events_after(0, 100).unwrap();
         assert_eq!(all.len(), 7);

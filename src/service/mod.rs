@@ -119,27 +119,23 @@ impl Service {
     async fn recover(&self) -> anyhow::Result<()> {
         let recovery = self.blocking(|j| j.recover()).await?;
         if !recovery.interrupted.is_empty() {
-            let killed = crate::worker::process::kill_leftovers(&recovery.interrupted);
-            warn!(
-                actions = recovery.interrupted.len(),
-                leftover_processes = killed,
-                "answering actions interrupted by a crash"
-            );
+            let ids: Vec<String> = recovery.interrupted.iter().map(|(id, _)| id.clone()).collect();
+            let killed = crate::worker::process::kill_leftovers(&ids);
+            warn!(actions = ids.len(), leftover_processes = killed, "answering actions interrupted by a crash");
         }
-        for task_id in recovery.interrupted {
+        for (task_id, stored) in recovery.interrupted {
             let error = WorkerError::new(
                 ErrorKind::Interrupted,
                 "the daemon stopped (crash or kill) while this worker ran; it was not run again",
                 true,
             );
-            self.finish(WorkerResult::failure(task_id, Origin::default(), error)).await;
+            self.finish(WorkerResult::failure(task_id, stored_origin(&stored), error)).await;
         }
         if !recovery.pending.is_empty() {
             info!(actions = recovery.pending.len(), "running actions accepted before the restart");
         }
         for (task_id, stored) in recovery.pending {
-            let index = stored["index"].as_u64().and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
-            let origin = Origin { line: None, index };
+            let origin = stored_origin(&stored);
             match parse_action(stored["action"].clone(), origin, self.settings.limits) {
                 Item::Spawn(action) => match self.dispatcher.admit(action) {
                     Ok(admitted) => self.dispatcher.enqueue(admitted).await,
@@ -160,6 +156,12 @@ impl Service {
 /// What `accept` stores per action: enough to run it again after a restart.
 pub fn stored_action(action: &crate::protocol::SpawnAction) -> Value {
     json!({ "index": action.origin.index, "action": action.to_json() })
+}
+
+/// The origin of a stored action: its index in the request that brought it.
+fn stored_origin(stored: &Value) -> Origin {
+    let index = stored["index"].as_u64().and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
+    Origin { line: None, index }
 }
 
 impl Running {

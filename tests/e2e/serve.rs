@@ -210,6 +210,13 @@ async fn kill_9_with_workers_running_and_waiting_loses_nothing_and_runs_nothing_
     assert_eq!(outcome, expected);
     let ids: BTreeSet<&str> = results.iter().map(|r| r["taskId"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 10, "none duplicated");
+    for result in &results {
+        // r0..r4 were actions 0..4 of the request, w0..w4 actions 5..9: the index survives.
+        let id = result["taskId"].as_str().unwrap();
+        let n: u64 = id[1..].parse().unwrap();
+        let index = if id.starts_with('r') { n } else { n + 5 };
+        assert_eq!(result["index"], index, "{result}");
+    }
     assert_eq!(model.requests_for("running-").len(), 5, "the interrupted ones did not run again");
     assert_eq!(model.requests_for("waiting-").len(), 5);
     server.signal("TERM");
