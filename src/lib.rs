@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod queue_cli;
 pub mod registry;
 pub mod run;
+pub mod scratch;
 pub mod service;
 pub mod settings;
 pub mod shutdown;

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use crate::cli::{GlobalArgs, WorkerArgs};
 use crate::protocol::parse::Limits;
 use crate::registry::Registry;
+use crate::scratch::Scratch;
 use crate::worker::WorkerSettings;
 use crate::worker::command::CliSettings;
 
@@ -23,6 +24,8 @@ pub struct DaemonSettings {
     pub limits: Limits,
     pub max_workers: usize,
     pub max_line_bytes: usize,
+    /// The workers' scratch directory; removed when the last clone of the settings goes.
+    pub scratch: Arc<Scratch>,
 }
 
 impl DaemonSettings {
@@ -64,6 +67,7 @@ impl DaemonSettings {
             Err(_) if !need_claude => PathBuf::from("claude"),
             Err(err) => return Err(err),
         };
+        let scratch = Arc::new(Scratch::create().context("cannot create the scratch directory")?);
         let cli = CliSettings {
             claude,
             root,
@@ -77,13 +81,19 @@ impl DaemonSettings {
             pass_env: args.pass_env.clone(),
         };
         Ok(Self {
-            worker: Arc::new(WorkerSettings { cli, kill_grace: args.kill_grace, temp_root: None, daemon_env }),
+            worker: Arc::new(WorkerSettings {
+                cli,
+                kill_grace: args.kill_grace,
+                temp_root: Some(scratch.path().to_owned()),
+                daemon_env,
+            }),
             registry: Arc::new(registry),
             registry_path,
             profiles,
             limits: Limits { max_timeout: args.max_timeout },
             max_workers: args.max_workers,
             max_line_bytes: args.max_line_bytes,
+            scratch,
         })
     }
 }

@@ -35,7 +35,8 @@ pub struct WorkerSettings {
     pub cli: CliSettings,
     /// SIGTERM-to-SIGKILL grace.
     pub kill_grace: Duration,
-    /// Where per-worker temporary directories go (default: the system's).
+    /// Where per-worker temporary directories go: the daemon's scratch directory (`None`: the
+    /// system's temporary directory).
     pub temp_root: Option<PathBuf>,
     /// The daemon's environment, consulted by name only.
     pub daemon_env: BTreeMap<String, String>,
@@ -96,8 +97,8 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         WorkerError::new(ErrorKind::InternalError, format!("cannot {what}: {err}"), true)
     };
     let temp = match &settings.temp_root {
-        Some(root) => tempfile::Builder::new().prefix("mcp-workers-").tempdir_in(root),
-        None => tempfile::Builder::new().prefix("mcp-workers-").tempdir(),
+        Some(root) => tempfile::Builder::new().prefix("worker-").tempdir_in(root),
+        None => tempfile::Builder::new().prefix("mcp-workers-worker-").tempdir(),
     }
     .map_err(|e| internal("create the worker's temporary directory", e))?;
     let config_path = temp.path().join("mcp.json");

@@ -24,17 +24,16 @@ async fn a_worker_writes_a_file_through_the_real_filesystem_server() {
     std::fs::write(project.root.join("profiles/default.md"), "PROFILE-MARKER: be brief").unwrap();
     let model = FakeModel::start().await;
     let target = project.workspace().join("hello.txt");
-    let tmp = project.tmp();
     let path = target.to_string_lossy().into_owned();
+    let tmp = project.tmp();
     model.script("write-hello", move |r: &Request| {
         if r.turn() > 0 {
             return text("Wrote hello.txt");
         }
         // While the worker runs: its MCP config exists, is private, and holds only what was asked.
-        let configs: Vec<_> = std::fs::read_dir(&tmp)
-            .unwrap()
-            .flatten()
-            .map(|dir| dir.path().join("mcp.json"))
+        let configs: Vec<_> = crate::support::daemon::worker_dirs(&tmp)
+            .into_iter()
+            .map(|dir| dir.join("mcp.json"))
             .filter(|p| p.exists())
             .collect();
         assert_eq!(configs.len(), 1, "one worker, one config");
@@ -56,17 +55,14 @@ async fn a_worker_writes_a_file_through_the_real_filesystem_server() {
     assert!(result["costUsd"].as_f64().unwrap() > 0.0, "{result}");
     assert_eq!(result["servers"]["filesystem"]["status"], "connected");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "hello from a worker");
-    assert!(
-        project.temp_entries().iter().all(|e| !e.starts_with("mcp-workers-")),
-        "temp config removed: {:?}",
-        project.temp_entries()
-    );
+    assert_eq!(project.worker_dirs(), Vec::<std::path::PathBuf>::new(), "the worker's directory and config are gone");
     let request = &model.requests_for("write-hello")[0];
     assert!(request.system_text().contains("PROFILE-MARKER"), "the default profile is in the system prompt");
     let tools = request.tools();
     assert!(tools.iter().all(|t| !matches!(t.as_str(), "Bash" | "Edit" | "Write")), "no built-in tools: {tools:?}");
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+    assert_eq!(project.scratch_roots(), Vec::<std::path::PathBuf>::new(), "the daemon's scratch directory is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +87,7 @@ async fn a_silent_model_is_stopped_at_the_deadline_and_its_process_group_is_gone
     assert!(took >= Duration::from_millis(15_000), "not before the deadline: {took:?}");
     assert!(took < Duration::from_millis(15_000 + 2_000 + 3_000), "within the grace (plus slack): {took:?}");
     assert_eq!(project.processes(Some(daemon_pid)), vec![], "nothing of the worker's group is left");
-    assert!(project.temp_entries().iter().all(|e| !e.starts_with("mcp-workers-")), "{:?}", project.temp_entries());
+    assert_eq!(project.worker_dirs(), Vec::<std::path::PathBuf>::new());
     daemon.finish().await;
 }
 

@@ -191,9 +191,13 @@ async fn kill_9_with_workers_running_and_waiting_loses_nothing_and_runs_nothing_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    assert_eq!(project.scratch_roots().len(), 1, "the killed daemon's scratch directory is left");
     let server = Server::start(&project, &model, &["--max-workers", "5"], &[]).await;
     let mut events = SseReader::open(&server.url("/v1/events?after=0"), None).await;
     let (results, _) = events.results(10).await;
+    let roots = project.scratch_roots();
+    assert_eq!(roots.len(), 1, "swept at start-up, one new: {roots:?}");
+    assert!(roots[0].to_string_lossy().contains(&format!("-run-{}-", server.child.id().unwrap())), "{roots:?}");
     let mut outcome: Vec<(String, String)> = results
         .iter()
         .map(|r| {

@@ -55,11 +55,14 @@ impl Project {
         self.root.join("tmp")
     }
 
-    /// Entries the daemon left in its TMPDIR (per-worker directories hold the MCP configs).
-    pub fn temp_entries(&self) -> Vec<String> {
-        std::fs::read_dir(self.tmp())
-            .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default()
+    /// The daemons' scratch directories in the private TMPDIR (`mcp-workers-run-<pid>-*`).
+    pub fn scratch_roots(&self) -> Vec<PathBuf> {
+        scratch_roots(&self.tmp())
+    }
+
+    /// The per-worker directories (MCP config, HOME) inside the scratch directories.
+    pub fn worker_dirs(&self) -> Vec<PathBuf> {
+        worker_dirs(&self.tmp())
     }
 
     /// Live processes (other than `except`) whose environment carries this project's marker:
@@ -106,6 +109,26 @@ impl Project {
             .env("RUST_LOG", "mcp_workers=debug");
         command
     }
+}
+
+/// The `mcp-workers-run-<pid>-*` scratch directories under `tmp`.
+pub fn scratch_roots(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("mcp-workers-run-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The per-worker directories inside the scratch directories under `tmp`.
+pub fn worker_dirs(tmp: &Path) -> Vec<PathBuf> {
+    scratch_roots(tmp)
+        .iter()
+        .flat_map(|root| std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()))
+        .collect()
 }
 
 /// `mcp-workers run` with its pipes.
