@@ -13,7 +13,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mcp_workers::cli::dispatch(cli)) {
+    let outcome = runtime.block_on(mcp_workers::cli::dispatch(cli));
+    // Do not wait for a blocking read of stdin that may never return (a shutdown by signal, or a
+    // reader of stdout that went away): all work is finished by now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             eprintln!("mcp-workers: {err:#}");

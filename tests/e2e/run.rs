@@ -214,8 +214,10 @@ async fn sigterm_gives_every_unfinished_action_a_shutdown_result_and_leaves_no_c
         assert_eq!(result["error"]["retryable"], true);
     }
     assert!(took < Duration::from_secs(2 + 5), "graceful then forced, within the grace: {took:?}");
-    let (status, rest, _) = daemon.finish().await;
+    // It exits by itself, though its stdin is still open.
+    let status = daemon.wait_exit().await;
     assert_eq!(status.code(), Some(0), "{status:?}");
+    let (_, rest, _) = daemon.finish().await;
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(project.processes(None), vec![], "no child left");
 }
@@ -290,4 +292,30 @@ async fn a_large_task_goes_to_the_cli_whole() {
     let seen = model.requests_for("big-task-")[0].task();
     assert!(seen.contains(&task), "the model saw the whole task ({} of {} bytes)", seen.len(), task.len());
     daemon.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_reader_of_stdout_goes_away_the_daemon_stops_its_workers_and_exits() {
+    use tokio::io::AsyncWriteExt;
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("orphaned-", vec![hang()]);
+    let mut child = project
+        .command(&model, &["run"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = json!({"actions": [action("o", "orphaned-1", &["filesystem"], 300_000)]}).to_string();
+    stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    model.wait_for_requests(1).await;
+    drop(child.stdout.take());
+    // The next output (an answer to a bad line) cannot be written: that is a shutdown.
+    stdin.write_all(b"not json\n").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(project.processes(None), vec![], "its worker is gone");
 }

@@ -220,6 +220,11 @@ impl Daemon {
         (status, rest, stderr)
     }
 
+    /// Waits for the daemon to exit on its own, with stdin still open.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        tokio::time::timeout(LINE_LIMIT, self.child.wait()).await.expect("the daemon exits").expect("wait")
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill").args(["-s", signal, &self.pid().to_string()]).status();
