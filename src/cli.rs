@@ -56,7 +56,8 @@ pub enum Command {
     Mcp(crate::mcp::McpArgs),
     /// Start each server of the registry once and report its status and tools.
     Check(crate::check::CheckArgs),
-    /// Serve over HTTP: the polling queue at /mcp (Streamable HTTP).
+    /// The service: the worker API (/v1/actions, /v1/tasks, /v1/events), the polling queue at
+    /// /mcp (Streamable HTTP), /healthz, /readyz and /metrics, over a crash-safe journal.
     Serve(crate::http::ServeArgs),
     /// Add tasks to the polling queue; prints their ids.
     Enqueue(crate::queue_cli::EnqueueArgs),

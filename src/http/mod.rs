@@ -1,6 +1,6 @@
-//! `mcp-workers serve`: the HTTP face of the daemon. Today: the polling queue over Streamable
-//! HTTP at `/mcp`. The router is built in [`routes`]: add routes there; the Host/Origin guard
-//! wraps all of them.
+//! `mcp-workers serve`: the HTTP face of the daemon: the polling queue over Streamable HTTP at
+//! `/mcp` ([`routes`]) and the worker API of `service::api`, assembled in [`app`] behind the
+//! bearer token and the Host/Origin guard; [`run`] orders start-up and the drain-then-stop.
 
 pub mod disconnect;
 mod guard;
