@@ -319,3 +319,29 @@ async fn when_the_reader_of_stdout_goes_away_the_daemon_stops_its_workers_and_ex
     assert!(status.success(), "{status:?}");
     assert_eq!(project.processes(None), vec![], "its worker is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_in_the_workspace_settings_never_run_with_or_without_bare() {
+    let project = fs_project();
+    // A worker with filesystem access could write this file; the next worker must not obey it.
+    // (Checked by hand: without `--bare` or `--setting-sources ""`, the CLI runs this hook.)
+    let hook_marker = project.root.join("hook-ran");
+    let hook = json!({"type": "command", "command": format!("touch {}", hook_marker.display())});
+    let settings = json!({"hooks": {"SessionStart": [{"hooks": [hook]}]}});
+    std::fs::create_dir_all(project.workspace().join(".claude")).unwrap();
+    std::fs::write(project.workspace().join(".claude/settings.json"), settings.to_string()).unwrap();
+    let model = FakeModel::start().await;
+    model.script("settings-", vec![text("fine")]);
+    for (i, args) in [&[][..], &["--no-bare"][..]].into_iter().enumerate() {
+        let mut daemon = Daemon::start(&project, &model, args);
+        daemon.send_action(action(&format!("h{i}"), &format!("settings-{i}"), &["filesystem"], 60_000)).await;
+        let result = daemon.next().await;
+        assert_eq!(
+            (result["success"].as_bool(), result["result"].as_str()),
+            (Some(true), Some("fine")),
+            "{args:?}: {result}"
+        );
+        assert!(!hook_marker.exists(), "{args:?}: a hook from the workspace's settings ran");
+        daemon.finish().await;
+    }
+}
