@@ -120,7 +120,7 @@ impl Service {
         let recovery = self.blocking(|j| j.recover()).await?;
         if !recovery.interrupted.is_empty() {
             let ids: Vec<String> = recovery.interrupted.iter().map(|(id, _)| id.clone()).collect();
-            let killed = crate::worker::process::kill_leftovers(&ids);
+            let killed = crate::worker::process::kill_leftovers(&ids, &self.settings.worker.cli.data_dir);
             warn!(actions = ids.len(), leftover_processes = killed, "answering actions interrupted by a crash");
         }
         for (task_id, stored) in recovery.interrupted {

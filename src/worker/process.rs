@@ -201,17 +201,19 @@ async fn tail<R: tokio::io::AsyncRead + Unpin>(mut reader: R, limit: usize) -> S
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// Kills every process whose environment names one of `task_ids` (`MCP_WORKERS_TASK_ID`): what
-/// a crashed daemon's workers left behind. Returns how many were killed.
-pub fn kill_leftovers(task_ids: &[String]) -> usize {
+/// Kills every process whose environment names one of `task_ids` (`MCP_WORKERS_TASK_ID`) and
+/// `data_dir` (`MCP_WORKERS_DATA_DIR`): what a crashed daemon of this data directory left behind.
+/// Returns how many were killed.
+pub fn kill_leftovers(task_ids: &[String], data_dir: &std::path::Path) -> usize {
     let wanted: Vec<String> = task_ids.iter().map(|id| format!("{}={id}", super::TASK_ID_VAR)).collect();
+    let ours = format!("MCP_WORKERS_DATA_DIR={}", data_dir.display());
     let mut killed = 0;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|var| wanted.iter().any(|w| var == w.as_bytes()))
-            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-        {
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let named = vars.iter().any(|var| wanted.iter().any(|w| *var == w.as_bytes()));
+        if named && vars.contains(&ours.as_bytes()) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
             killed += 1;
         }
     }

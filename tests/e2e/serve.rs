@@ -261,3 +261,37 @@ async fn sigterm_gives_running_workers_a_grace_then_records_them_and_keeps_the_q
     server.signal("TERM");
     assert!(server.wait().await.0.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_a_restart_kills_what_the_dead_daemons_workers_left_behind() {
+    // An MCP server that ignores every signal but SIGKILL and never reads stdin: when its CLI dies,
+    // it is orphaned. Only the restarted daemon, which knows its task id, can find it.
+    let stubborn = json!({"command": "sh", "args": ["-c", "trap '' HUP INT TERM; exec sleep 600"]});
+    let project = Project::new(json!({ "stubborn": stubborn }));
+    let model = FakeModel::start().await;
+    let server = Server::start(&project, &model, &["--mcp-connect-timeout", "60s"], &[]).await;
+    let (status, _) =
+        post(&server, "/v1/actions", &json!({"actions": [action("st", "stubborn-1", &["stubborn"], 300_000)]})).await;
+    assert_eq!(status, 202);
+    let sleeping = || project.processes(None).into_iter().filter(|(_, cmd)| cmd.starts_with("sleep 600")).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleeping() == 0 {
+        assert!(Instant::now() < deadline, "the stubborn server never started: {:?}", project.processes(None));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.signal("KILL");
+    let _ = server.wait().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while project.processes(None).iter().any(|(_, cmd)| cmd.contains("claude")) {
+        assert!(Instant::now() < deadline, "the CLI outlived its daemon: {:?}", project.processes(None));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sleeping(), 1, "the orphaned server is still there before the restart");
+
+    let server = Server::start(&project, &model, &[], &[]).await;
+    assert_eq!(project.processes(server.child.id()), vec![], "recovery killed the leftovers");
+    let (_, task) = get(&server, "/v1/tasks/st").await;
+    assert_eq!(task["result"]["error"]["kind"], "interrupted", "{task}");
+    server.signal("TERM");
+    assert!(server.wait().await.0.success());
+}
