@@ -10,10 +10,9 @@ mod expand;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{ExitCode, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use rmcp::ServiceExt;
 use rmcp::transport::TokioChildProcess;
 use serde::Serialize;
@@ -24,21 +23,6 @@ use crate::registry::ServerEntry;
 use crate::settings::DaemonSettings;
 use crate::worker::command::environment;
 pub use expand::Launch;
-
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Check only these servers (default: all of the registry).
-    pub servers: Vec<String>,
-    /// How long one server may take to start and list its tools.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
-    pub timeout: Duration,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// The same registry, directories and `--pass-env` a worker would get.
-    #[command(flatten)]
-    pub worker: crate::cli::WorkerArgs,
-}
 
 /// What became of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,7 +41,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn is_problem(self) -> bool {
+    pub fn is_problem(self) -> bool {
         matches!(self, Self::MissingEnv | Self::MissingCommand | Self::Failed)
     }
 }
@@ -82,10 +66,10 @@ impl Report {
     }
 }
 
-pub async fn run(global: &crate::cli::GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = DaemonSettings::without_claude(global, &args.worker)?;
+/// Probes the registry's servers (only `servers`, when given), in registry order.
+pub async fn run(settings: &DaemonSettings, servers: &[String], timeout: Duration) -> anyhow::Result<Vec<Report>> {
     let (registry, registry_path) = (&settings.registry, &settings.registry_path);
-    if let Some(unknown) = registry.first_unknown(&args.servers) {
+    if let Some(unknown) = registry.first_unknown(servers) {
         let known = registry.names().collect::<Vec<_>>().join(", ");
         anyhow::bail!("MCP server not found: {unknown} (the registry {} has: {known})", registry_path.display());
     }
@@ -93,21 +77,14 @@ pub async fn run(global: &crate::cli::GlobalArgs, args: CheckArgs) -> anyhow::Re
     let home = tempfile::tempdir()?;
     let mut reports = Vec::new();
     for (name, entry) in registry.entries() {
-        if !args.servers.is_empty() && !args.servers.iter().any(|s| s == name) {
+        if !servers.is_empty() && !servers.iter().any(|s| s == name) {
             continue;
         }
         // Exactly what the CLI's environment would be for a worker that selected this server.
-        let vars = environment(cli, &entry.variables, home.path(), args.timeout, daemon_env);
-        reports.push(probe(name, entry, &vars, &cli.workspace, args.timeout).await);
+        let vars = environment(cli, &entry.variables, home.path(), timeout, daemon_env);
+        reports.push(probe(name, entry, &vars, &cli.workspace, timeout).await);
     }
-    if args.json {
-        let ok = !reports.iter().any(|r| r.status.is_problem());
-        println!("{}", serde_json::json!({"ok": ok, "registry": registry_path, "servers": reports}));
-    } else {
-        print!("{}", table(&reports));
-    }
-    let broken = reports.iter().any(|r| r.status.is_problem());
-    Ok(if broken { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(reports)
 }
 
 /// Starts one server and lists its tools.

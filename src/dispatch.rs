@@ -5,26 +5,49 @@
 //! writer, the HTTP service's journal) records and delivers them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+#[cfg(test)]
+mod tests;
+
 use crate::protocol::parse::{INVALID_PREFIX, Item};
 use crate::protocol::{ErrorKind, Origin, Output, SpawnAction, WorkerError, WorkerResult};
 use crate::settings::DaemonSettings;
-use crate::worker::{self, Job, Stopper};
+use crate::worker::{self, Job, Stopper, WorkerSettings};
+
+/// What runs one admitted job to its result: the real worker ([`ClaudeRunner`]), or a scripted
+/// one in tests. A runner that panics still gives its action one result (`internal_error`).
+pub trait Runner: Send + Sync + 'static {
+    fn run(&self, job: Job, stopper: Stopper) -> BoxFuture<'static, WorkerResult>;
+}
+
+/// Runs jobs as Claude Code workers (`worker::run`).
+pub struct ClaudeRunner(pub Arc<WorkerSettings>);
+
+impl Runner for ClaudeRunner {
+    fn run(&self, job: Job, stopper: Stopper) -> BoxFuture<'static, WorkerResult> {
+        let settings = self.0.clone();
+        Box::pin(async move { worker::run(&settings, &job, &stopper).await })
+    }
+}
 
 /// What the dispatcher reports.
 #[derive(Debug)]
 pub enum Event {
-    /// A worker is about to start. It starts once `ack` is answered or dropped, so a journal can
-    /// record the start before anything runs.
-    Started { task_id: String, ack: oneshot::Sender<()> },
+    /// A worker is about to start. It starts once `ack` is answered `Ok` or dropped, so a journal
+    /// can record the start before anything runs; answered `Err(why)`, it does not start and the
+    /// action is answered `internal_error`.
+    Started { task_id: String, ack: oneshot::Sender<Result<(), String>> },
     /// A protocol line: a result, an acknowledgement.
     Output(Output),
 }
@@ -48,11 +71,26 @@ impl Stopping {
     }
 }
 
-/// An action that passed admission: its task id is reserved until its result is out.
-#[derive(Debug)]
+/// An action that passed admission: its task id is reserved until its result is out. Dropped
+/// without having been queued (a cancelled request, a failed journal write), it gives the id back.
 pub struct Admitted {
     pub job: Job,
     cancel: CancellationToken,
+    /// Which reservation of the id this is (a later action may reuse the id once this one is done).
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("task_id", &self.job.action.task_id).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.shared.forget(&self.job.action.task_id, self.generation);
+    }
 }
 
 /// A job waiting for a worker slot.
@@ -73,9 +111,11 @@ pub struct Dispatcher {
 /// dropping the last handle really ends the input).
 struct Shared {
     settings: Arc<DaemonSettings>,
+    runner: Box<dyn Runner>,
     out: mpsc::Sender<Event>,
-    /// Unfinished actions by task id: their cancel tokens.
-    active: Mutex<HashMap<String, CancellationToken>>,
+    /// Unfinished actions by task id: their reservation's generation and cancel token.
+    active: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    generations: AtomicU64,
     stopping: Stopping,
     running: AtomicUsize,
 }
@@ -105,14 +145,27 @@ pub enum CancelOutcome {
 }
 
 impl Dispatcher {
-    /// Starts the scheduler. Events go to `out`.
+    /// Starts the scheduler with Claude Code workers. Events go to `out`.
     pub fn start(settings: Arc<DaemonSettings>, out: mpsc::Sender<Event>, stopping: Stopping) -> (Self, Finished) {
+        let runner = Box::new(ClaudeRunner(settings.worker.clone()));
+        Self::start_with(settings, runner, out, stopping)
+    }
+
+    /// Starts the scheduler with the given runner.
+    pub fn start_with(
+        settings: Arc<DaemonSettings>,
+        runner: Box<dyn Runner>,
+        out: mpsc::Sender<Event>,
+        stopping: Stopping,
+    ) -> (Self, Finished) {
         let (queue, pending) = mpsc::channel(settings.max_workers.max(1) * 64);
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
             settings,
+            runner,
             out,
             active: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
             stopping,
             running: AtomicUsize::new(0),
         });
@@ -136,29 +189,24 @@ impl Dispatcher {
     /// Registry, profile and task-id checks. On success the task id is reserved until the
     /// action's result is out (or [`Dispatcher::withdraw`]).
     pub fn admit(&self, action: SpawnAction) -> Result<Admitted, Box<WorkerResult>> {
-        self.shared.admit(action)
+        Shared::admit(&self.shared, action)
     }
 
-    /// Gives back an admitted action that will not be queued after all.
-    pub fn withdraw(&self, admitted: Admitted) {
-        self.shared.forget(&admitted.job.action.task_id);
-    }
-
-    /// Queues an admitted action (waits while the queue is full).
+    /// Queues an admitted action (waits while the queue is full). If the dispatcher is stopping,
+    /// the action is answered `shutdown`, or (when unstarted actions are kept) left to the journal.
     pub async fn enqueue(&self, admitted: Admitted) {
-        let task_id = admitted.job.action.task_id.clone();
-        let origin = admitted.job.action.origin;
-        if self.queue.send(Queued { admitted, accepted: Instant::now() }).await.is_err() {
+        if let Err(mpsc::error::SendError(queued)) =
+            self.queue.send(Queued { admitted, accepted: Instant::now() }).await
+        {
             // The scheduler is gone: only during shutdown.
-            self.shared.forget(&task_id);
-            self.shared.emit(Output::Result(Box::new(shutdown_result(task_id, origin, false)))).await;
+            self.shared.finish_unstarted(queued).await;
         }
     }
 
     /// Cancels an unfinished action, queued or running.
     pub fn cancel(&self, task_id: &str) -> CancelOutcome {
         match self.shared.lock_active().get(task_id) {
-            Some(token) => {
+            Some((_, token)) => {
                 token.cancel();
                 CancelOutcome::Cancelled
             }
@@ -187,7 +235,7 @@ fn shutdown_result(task_id: String, origin: Origin, started: bool) -> WorkerResu
 }
 
 impl Shared {
-    fn admit(&self, action: SpawnAction) -> Result<Admitted, Box<WorkerResult>> {
+    fn admit(self: &Arc<Self>, action: SpawnAction) -> Result<Admitted, Box<WorkerResult>> {
         let refuse = |kind, message: String| {
             Box::new(WorkerResult::failure(&action.task_id, action.origin, WorkerError::new(kind, message, false)))
         };
@@ -201,6 +249,7 @@ impl Shared {
         let profile = crate::profile::resolve(&self.settings.profiles, action.profile.as_deref())
             .map_err(|err| refuse(ErrorKind::InvalidAction, format!("{INVALID_PREFIX}: /profile: {err}")))?;
         let cancel = self.stopping.kill.child_token();
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         {
             let mut active = self.lock_active();
             if active.contains_key(&action.task_id) {
@@ -209,10 +258,10 @@ impl Shared {
                     format!("{INVALID_PREFIX}: /taskId: {} is already used by an unfinished action", action.task_id),
                 ));
             }
-            active.insert(action.task_id.clone(), cancel.clone());
+            active.insert(action.task_id.clone(), (generation, cancel.clone()));
         }
         let selection = self.settings.registry.select(&action.servers);
-        Ok(Admitted { job: Job { action, selection, profile }, cancel })
+        Ok(Admitted { job: Job { action, selection, profile }, cancel, generation, shared: self.clone() })
     }
 
     /// Runs queued jobs in order, at most `max_workers` at once.
@@ -239,17 +288,38 @@ impl Shared {
             this.running.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(async move {
                 let waited = queued.accepted.elapsed();
-                let job = &queued.admitted.job;
-                let stopper = Stopper { cancel: queued.admitted.cancel.clone(), shutdown: this.stopping.kill.clone() };
+                let admitted = queued.admitted;
+                let (task_id, origin) = (admitted.job.action.task_id.clone(), admitted.job.action.origin);
+                let stopper = Stopper { cancel: admitted.cancel.clone(), shutdown: this.stopping.kill.clone() };
                 let (ack, recorded) = oneshot::channel();
-                if this.out.send(Event::Started { task_id: job.action.task_id.clone(), ack }).await.is_ok() {
-                    let _ = recorded.await;
-                }
-                let mut result = worker::run(&this.settings.worker, job, &stopper).await;
+                let refused = if this.out.send(Event::Started { task_id: task_id.clone(), ack }).await.is_ok() {
+                    recorded.await.unwrap_or(Ok(())).err()
+                } else {
+                    None
+                };
+                let mut result = match refused {
+                    // Not recorded as running: it must not run.
+                    Some(why) => {
+                        let error = WorkerError::new(ErrorKind::InternalError, format!("not started: {why}"), true);
+                        WorkerResult::failure(&task_id, origin, error)
+                    }
+                    None => {
+                        // A panic anywhere in the worker (the child is killed by its guard as the
+                        // stack unwinds) is this action's `internal_error`, not a lost result.
+                        let job = admitted.job.clone();
+                        let run = AssertUnwindSafe(async { this.runner.run(job, stopper).await }).catch_unwind().await;
+                        run.unwrap_or_else(|panic| {
+                            let message = format!("the worker task panicked: {}", panic_message(panic.as_ref()));
+                            tracing::error!(task_id = %task_id, "{message}");
+                            let error = WorkerError::new(ErrorKind::InternalError, message, true);
+                            WorkerResult::failure(&task_id, origin, error)
+                        })
+                    }
+                };
                 result.queued = Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
                 drop(permit);
                 this.running.fetch_sub(1, Ordering::Relaxed);
-                this.forget(&result.task_id);
+                drop(admitted);
                 this.emit(Output::Result(Box::new(result))).await;
             });
         }
@@ -262,9 +332,11 @@ impl Shared {
 
     /// The one result of a job that never started (cancelled, or the daemon is stopping).
     async fn finish_unstarted(&self, queued: Queued) {
-        let action = &queued.admitted.job.action;
-        self.forget(&action.task_id);
-        let mut result = if queued.admitted.cancel.is_cancelled() && !self.stopping.kill.is_cancelled() {
+        let Queued { admitted, accepted } = queued;
+        let action = admitted.job.action.clone();
+        let cancelled = admitted.cancel.is_cancelled();
+        drop(admitted);
+        let mut result = if cancelled && !self.stopping.kill.is_cancelled() {
             let error = WorkerError::new(ErrorKind::Cancelled, "the action was cancelled before it started", false);
             WorkerResult::failure(&action.task_id, action.origin, error)
         } else if self.stopping.keep_unstarted {
@@ -274,15 +346,19 @@ impl Shared {
             shutdown_result(action.task_id.clone(), action.origin, false)
         };
         debug!(task_id = %action.task_id, kind = ?result.error.as_ref().map(|e| e.kind), "finished without running");
-        result.queued = Some(u64::try_from(queued.accepted.elapsed().as_millis()).unwrap_or(u64::MAX));
+        result.queued = Some(u64::try_from(accepted.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.emit(Output::Result(Box::new(result))).await;
     }
 
-    fn forget(&self, task_id: &str) {
-        self.lock_active().remove(task_id);
+    /// Gives back a task id, if it is still held by this reservation.
+    fn forget(&self, task_id: &str, generation: u64) {
+        let mut active = self.lock_active();
+        if active.get(task_id).is_some_and(|(held, _)| *held == generation) {
+            active.remove(task_id);
+        }
     }
 
-    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, CancellationToken)>> {
         // A poisoned map is still a valid map: no code panics while holding it.
         self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -292,4 +368,13 @@ impl Shared {
             warn!("the output sink is closed; a result could not be delivered");
         }
     }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -1,9 +1,12 @@
 //! mcp-workers: turns the Claude Code CLI into a pool of tool-using workers, and serves a durable
 //! polling task queue over MCP. See ARCHITECTURE.md for the map.
 
+pub mod args;
 pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod dispatch;
+pub mod filter;
 pub mod http;
 pub mod journal;
 pub mod lines;
@@ -11,9 +14,7 @@ pub mod logging;
 pub mod mcp;
 pub mod profile;
 pub mod protocol;
-pub mod queue_cli;
 pub mod registry;
-pub mod run;
 pub mod scratch;
 pub mod service;
 pub mod settings;

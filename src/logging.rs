@@ -1,6 +1,6 @@
 //! tracing to stderr, as text or JSON. stdout carries protocol only.
 
-use crate::cli::{GlobalArgs, LogFormat};
+use crate::args::{GlobalArgs, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `-v`.

@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(mcp_workers::cli::dispatch(cli));
+    let outcome = runtime.block_on(mcp_workers::cli::execute(cli));
     // Do not wait for a blocking read of stdin that may never return (a shutdown by signal, or a
     // reader of stdout that went away): all work is finished by now.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -1,29 +1,18 @@
 //! Noticing that an HTTP client went away. Each request gets a [`Disconnect`] token in its
 //! extensions; the token is cancelled when hyper drops the response body (the client closed the
-//! connection, or the response is complete). rmcp hands the request's `Parts` to the MCP
-//! handler, so a waiting `worker_poll` can stop before it takes a task for nobody.
+//! connection, or the response is complete).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// Cancelled when the response to this request is dropped.
-#[derive(Debug, Clone)]
-pub struct Disconnect(pub CancellationToken);
-
-impl Disconnect {
-    /// The token of the HTTP request behind an MCP request, if it came over HTTP.
-    pub fn of(extensions: &rmcp::model::Extensions) -> Option<CancellationToken> {
-        extensions.get::<Parts>().and_then(|p| p.extensions.get::<Disconnect>()).map(|d| d.0.clone())
-    }
-}
+use crate::mcp::disconnect::Disconnect;
 
 struct Guarded {
     inner: Body,

@@ -13,19 +13,12 @@
 use std::ffi::OsString;
 use std::process::{ExitCode, Stdio};
 
-use clap::Args;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-#[derive(Debug, Args)]
-pub struct NoRootsArgs {
-    /// The server to run, and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
-}
-
-pub async fn run(args: NoRootsArgs) -> anyhow::Result<ExitCode> {
-    let Some((program, rest)) = args.command.split_first() else {
+/// Runs `command` (program and arguments) behind the filter until our stdin ends.
+pub async fn run(command: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let Some((program, rest)) = command.split_first() else {
         anyhow::bail!("no command given");
     };
     let mut child = tokio::process::Command::new(program)

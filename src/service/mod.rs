@@ -1,12 +1,16 @@
 //! The worker pool as a service: the dispatcher with a journal behind it. Every accepted action
 //! is recorded before it is acknowledged; its start and its result are recorded as they happen,
-//! and published to `GET /v1/events` subscribers. After a crash, [`Service::start`] answers what
-//! was running with `interrupted` and runs what had not started.
+//! and published to `GET /v1/events` subscribers and waiting requests. After a crash,
+//! [`Service::start`] answers what was running with `interrupted` and, in the background, runs
+//! what had not started.
 //!
-//! `api.rs` holds the HTTP routes, `metrics.rs` the `/metrics` counters.
+//! No HTTP here: the routes are in `http/`. `accept.rs` takes a request's actions as one unit,
+//! `recorder.rs` writes the dispatcher's events (retrying failed writes), `metrics.rs` keeps the
+//! counters `/metrics` shows.
 
-pub mod api;
+mod accept;
 pub mod metrics;
+mod recorder;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +20,10 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+pub use accept::{AcceptError, Accepted};
 
 use crate::dispatch::{Dispatcher, Event, Finished, Stopping};
 use crate::journal::{EventRecord, Journal};
@@ -24,21 +31,43 @@ use crate::mcp::queue::Queue;
 use crate::protocol::parse::{Item, parse_action};
 use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
 use crate::settings::DaemonSettings;
-use crate::store::{StoreError, now_ms};
+use crate::store::StoreError;
+
+/// An event as live subscribers see it: the journal's record, or, while its journal write is
+/// being retried, the same event without an id (it gets one once it is written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub id: Option<i64>,
+    pub kind: String,
+    pub data: Value,
+}
+
+impl From<EventRecord> for Published {
+    fn from(record: EventRecord) -> Self {
+        Self { id: Some(record.id), kind: record.kind, data: record.data }
+    }
+}
 
 pub struct Service {
     pub settings: Arc<DaemonSettings>,
     pub dispatcher: Dispatcher,
     pub journal: Arc<Journal>,
-    /// Every journal event, as it is written (for SSE subscribers and waiting requests).
-    pub events: broadcast::Sender<EventRecord>,
+    /// Every event, as it is written (for SSE subscribers and waiting requests).
+    pub events: broadcast::Sender<Published>,
     pub metrics: metrics::Metrics,
     pub queue: Arc<Queue>,
     /// Fires when the daemon stops taking actions.
     pub draining: CancellationToken,
     /// The bearer token the API requires, if any.
     pub api_token: Option<String>,
+    /// Where results that did not come from a worker go (they are recorded like the others).
+    record: mpsc::Sender<Event>,
+    /// Accepts in flight and the recovery feed: a stop waits for them.
+    tasks: TaskTracker,
+    /// Recovery has answered what a previous run left running.
     ready: AtomicBool,
+    /// The last journal write failed and is being retried.
+    store_failing: AtomicBool,
 }
 
 /// A started service and what it takes to stop it.
@@ -51,7 +80,9 @@ pub struct Running {
 }
 
 impl Service {
-    /// Starts the dispatcher and the journal recorder, then recovers what a previous run left.
+    /// Starts the dispatcher and the journal recorder, answers what a previous run left running,
+    /// and feeds what it had not started to the pool in the background (the caller can serve
+    /// HTTP at once).
     pub async fn start(
         settings: Arc<DaemonSettings>,
         journal: Arc<Journal>,
@@ -62,7 +93,7 @@ impl Service {
         let (tx, rx) = mpsc::channel(1024);
         let kill = CancellationToken::new();
         let stopping = Stopping { drain: draining.clone(), kill: kill.clone(), keep_unstarted: true };
-        let (dispatcher, finished) = Dispatcher::start(settings.clone(), tx, stopping);
+        let (dispatcher, finished) = Dispatcher::start(settings.clone(), tx.clone(), stopping);
         let (events, _) = broadcast::channel(4096);
         let service = Arc::new(Service {
             settings,
@@ -73,19 +104,23 @@ impl Service {
             queue,
             draining,
             api_token,
+            record: tx,
+            tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
+            store_failing: AtomicBool::new(false),
         });
         let recorder_stop = CancellationToken::new();
-        let recorder = tokio::spawn(record(service.clone(), rx, recorder_stop.clone()));
+        let recorder = tokio::spawn(recorder::run(service.clone(), rx, recorder_stop.clone()));
         service.recover().await.context("cannot recover the action journal")?;
         service.ready.store(true, Ordering::Release);
         Ok(Running { service, finished, kill, recorder_stop, recorder })
     }
 
-    /// Ready: recovered, not draining, and the journal answers.
+    /// Ready: recovered, not draining, no journal write failing, and the journal answers.
     pub async fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
             && !self.draining.is_cancelled()
+            && !self.store_failing.load(Ordering::Acquire)
             && self.blocking(|j| j.unfinished_counts()).await.is_ok()
     }
 
@@ -100,23 +135,25 @@ impl Service {
             .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("journal task failed: {e}"))))
     }
 
-    pub fn publish(&self, events: impl IntoIterator<Item = EventRecord>) {
+    pub fn publish(&self, events: impl IntoIterator<Item = Published>) {
         for event in events {
             // No subscriber is fine: the journal keeps the event.
             let _ = self.events.send(event);
         }
     }
 
-    /// Records a result that did not come from a worker (refused on recovery, interrupted).
+    /// Records a result that did not come from a worker (refused on recovery, interrupted), in
+    /// order with the dispatcher's events, with the same retries.
     async fn finish(&self, result: WorkerResult) {
-        self.metrics.observe(&result);
-        match self.blocking(move |j| j.finish(&result, now_ms())).await {
-            Ok(event) => self.publish(event),
-            Err(err) => warn!("cannot record a result in the journal: {err}"),
+        if self.record.send(Event::Output(Output::Result(Box::new(result)))).await.is_err() {
+            warn!("the journal recorder is gone; a result could not be recorded");
         }
     }
 
-    async fn recover(&self) -> anyhow::Result<()> {
+    /// Answers what was running with `interrupted` (at once: it is only writes), then feeds what
+    /// had not started to the pool in a tracked task that stops when the daemon drains (what it
+    /// did not feed stays in the journal for the next start).
+    async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         let recovery = self.blocking(|j| j.recover()).await?;
         if !recovery.interrupted.is_empty() {
             let ids: Vec<String> = recovery.interrupted.iter().map(|(id, _)| id.clone()).collect();
@@ -131,24 +168,31 @@ impl Service {
             );
             self.finish(WorkerResult::failure(task_id, stored_origin(&stored), error)).await;
         }
-        if !recovery.pending.is_empty() {
-            info!(actions = recovery.pending.len(), "running actions accepted before the restart");
+        if recovery.pending.is_empty() {
+            return Ok(());
         }
-        for (task_id, stored) in recovery.pending {
-            let origin = stored_origin(&stored);
-            match parse_action(stored["action"].clone(), origin, self.settings.limits) {
-                Item::Spawn(action) => match self.dispatcher.admit(action) {
-                    Ok(admitted) => self.dispatcher.enqueue(admitted).await,
-                    Err(refused) => self.finish(*refused).await,
-                },
-                Item::Refused(refused) => self.finish(*refused).await,
-                Item::Ack(_) => {
-                    let error =
-                        WorkerError::new(ErrorKind::InternalError, "the journal held an unreadable action", false);
-                    self.finish(WorkerResult::failure(task_id, origin, error)).await;
+        info!(actions = recovery.pending.len(), "running actions accepted before the restart");
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            for (task_id, stored) in recovery.pending {
+                if this.draining.is_cancelled() {
+                    break;
+                }
+                let origin = stored_origin(&stored);
+                match parse_action(stored["action"].clone(), origin, this.settings.limits) {
+                    Item::Spawn(action) => match this.dispatcher.admit(action) {
+                        Ok(admitted) => this.dispatcher.enqueue(admitted).await,
+                        Err(refused) => this.finish(*refused).await,
+                    },
+                    Item::Refused(refused) => this.finish(*refused).await,
+                    Item::Ack(_) => {
+                        let error =
+                            WorkerError::new(ErrorKind::InternalError, "the journal held an unreadable action", false);
+                        this.finish(WorkerResult::failure(task_id, origin, error)).await;
+                    }
                 }
             }
-        }
+        });
         Ok(())
     }
 }
@@ -167,44 +211,30 @@ fn stored_origin(stored: &Value) -> Origin {
 impl Running {
     /// Stops: no new actions or starts (already, via `draining`), running workers get `grace` to
     /// finish, then are stopped (kind `shutdown`); every result is recorded before this returns.
-    /// Actions that never started stay in the journal and run at the next start.
-    pub async fn stop(self, grace: Duration) {
+    /// Actions that never started stay in the journal and run at the next start. `force` (a
+    /// second signal) ends the grace at once.
+    pub async fn stop(self, grace: Duration, force: &CancellationToken) {
         self.service.draining.cancel();
         let running = self.service.dispatcher.running();
         info!(running, grace = ?grace, "draining: waiting for running workers");
+        // Accepts in flight finish (their actions are journalled, queued or left for the next
+        // start), and the recovery feed stops.
+        self.service.tasks.close();
+        self.service.tasks.wait().await;
         let mut finished = std::pin::pin!(self.finished.wait());
-        if tokio::time::timeout(grace, &mut finished).await.is_err() {
-            warn!(running = self.service.dispatcher.running(), "grace over: stopping the remaining workers");
+        let done = tokio::select! {
+            () = &mut finished => true,
+            () = tokio::time::sleep(grace) => false,
+            () = force.cancelled() => false,
+        };
+        if !done {
+            warn!(running = self.service.dispatcher.running(), "stopping the remaining workers");
             self.kill.cancel();
             finished.await;
         }
         self.recorder_stop.cancel();
         if let Err(err) = self.recorder.await {
             warn!("the journal recorder stopped abnormally: {err}");
-        }
-    }
-}
-
-/// Writes the dispatcher's events to the journal and publishes them. A start is acknowledged
-/// only once it is recorded, so the journal never calls a running action "accepted".
-async fn record(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: CancellationToken) {
-    loop {
-        let event = tokio::select! {
-            biased;
-            event = rx.recv() => event,
-            _ = stop.cancelled() => rx.try_recv().ok(),
-        };
-        let Some(event) = event else { break };
-        match event {
-            Event::Started { task_id, ack } => {
-                match service.blocking(move |j| j.started(&task_id, now_ms())).await {
-                    Ok(event) => service.publish([event]),
-                    Err(err) => warn!("cannot record a start in the journal: {err}"),
-                }
-                let _ = ack.send(());
-            }
-            Event::Output(Output::Result(result)) => service.finish(*result).await,
-            Event::Output(_) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The end-to-end test binary: the daemon and the real Claude Code CLI, driven as black boxes
 //! against a scripted stand-in for the Anthropic Messages API (`support::fake_model`).
 
+mod engine;
 mod fake_model_smoke;
 mod queue_drain;
 mod run;

@@ -9,21 +9,21 @@ use serde_json::{Value, json};
 use crate::support::daemon::{Project, Server, SseReader, action};
 use crate::support::fake_model::{FakeModel, hang, text};
 
-fn fs_project() -> Project {
+pub(crate) fn fs_project() -> Project {
     Project::new(json!({ "filesystem": Project::filesystem_entry() }))
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
     let response = client().post(server.url(path)).json(body).send().await.expect("POST");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON answer"))
 }
 
-async fn get(server: &Server, path: &str) -> (u16, Value) {
+pub(crate) async fn get(server: &Server, path: &str) -> (u16, Value) {
     let response = client().get(server.url(path)).send().await.expect("GET");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))

@@ -149,7 +149,7 @@ impl QueueServer {
         };
         let _ticker =
             context.meta.get_progress_token().map(|t| ProgressTicker::start(context.peer.clone(), t, &self.queue));
-        let disconnect = crate::http::disconnect::Disconnect::of(&context.extensions);
+        let disconnect = crate::mcp::disconnect::Disconnect::of(&context.extensions);
         let cancelled = async {
             match &disconnect {
                 Some(gone) => tokio::select! {

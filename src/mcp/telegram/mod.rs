@@ -11,7 +11,6 @@ mod params;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -24,21 +23,24 @@ use params::{ChatParams, EditParams, MessageParams, PinParams, SendParams};
 /// The variable that holds the bot token.
 pub const TOKEN_VAR: &str = "TELEGRAM_BOT_TOKEN";
 
-#[derive(Debug, Args)]
-pub struct TelegramArgs {
-    /// The Bot API base URL: a local Bot API server, or a fake one in tests.
-    #[arg(long, env = "TELEGRAM_API_BASE", default_value = DEFAULT_API_BASE)]
+/// Where the Bot API is and how long one call may take.
+#[derive(Debug, Clone)]
+pub struct TelegramSettings {
     pub api_base: String,
-    /// The longest one Bot API call may take.
-    #[arg(long, env = "TELEGRAM_API_TIMEOUT", default_value = "30s", value_parser = crate::cli::parse_duration)]
     pub api_timeout: Duration,
 }
 
+impl TelegramSettings {
+    /// The CLI leaves an unset `${VAR}` (with no default) as literal text: such a base is unset.
+    pub fn new(api_base: String, api_timeout: Duration) -> Self {
+        let api_base = if token_is_set(&api_base) { api_base } else { DEFAULT_API_BASE.to_owned() };
+        Self { api_base, api_timeout }
+    }
+}
+
 /// Serves the tools on stdin/stdout until the client goes away.
-pub async fn run_stdio(_global: &crate::cli::GlobalArgs, args: TelegramArgs) -> anyhow::Result<std::process::ExitCode> {
-    // The CLI leaves an unset `${VAR}` (with no default) as literal text: treat that like unset.
-    let api_base = if token_is_set(&args.api_base) { args.api_base } else { DEFAULT_API_BASE.to_owned() };
-    let api = BotApi::new(&api_base, std::env::var(TOKEN_VAR).ok(), args.api_timeout);
+pub async fn run_stdio(settings: TelegramSettings) -> anyhow::Result<std::process::ExitCode> {
+    let api = BotApi::new(&settings.api_base, std::env::var(TOKEN_VAR).ok(), settings.api_timeout);
     if !api.has_token() {
         tracing::warn!("{TOKEN_VAR} is not set: every tool call will fail until it is");
     }

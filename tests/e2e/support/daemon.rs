@@ -344,8 +344,18 @@ impl SseReader {
         SseReader { response, buffer: String::new() }
     }
 
-    /// The next event (keep-alive comments skipped). Panics after LINE_LIMIT or at the end.
+    /// The next event with an id (keep-alive comments skipped). Panics after LINE_LIMIT or at the end.
     pub async fn next(&mut self) -> (i64, String, Value) {
+        loop {
+            if let (Some(id), event, data) = self.next_event().await {
+                return (id, event, data);
+            }
+        }
+    }
+
+    /// The next event, with its id if it has one (an event whose journal write is being retried
+    /// has none).
+    pub async fn next_event(&mut self) -> (Option<i64>, String, Value) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -359,7 +369,7 @@ impl SseReader {
                         data.push_str(v);
                     }
                 }
-                if let Some(id) = id {
+                if !data.is_empty() {
                     return (id, event, serde_json::from_str(&data).expect("event data is JSON"));
                 }
                 continue;

@@ -1,10 +1,9 @@
-//! `mcp-workers run`: JSON lines on stdin, protocol lines on stdout, logs on stderr.
+//! The stdin filter behind `mcp-workers run`: JSON lines in, protocol lines out (logs on stderr).
 //!
 //! At end of input the accepted work is finished, then the process exits 0. On SIGINT/SIGTERM
 //! reading stops, workers are stopped (graceful, then forced), each unfinished action gets its
 //! `shutdown` result, and the process exits 0.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -12,27 +11,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{GlobalArgs, RunArgs};
 use crate::dispatch::{Dispatcher, Event, Stopping};
 use crate::lines::{BoundedLines, Line};
 use crate::protocol::parse::parse_line;
 use crate::protocol::{LineError, LineErrorKind, Output};
 use crate::settings::DaemonSettings;
-
-pub async fn run_stdin(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = Arc::new(DaemonSettings::from_args(global, &args.worker)?);
-    crate::protocol::schema::warm_up();
-    let shutdown = CancellationToken::new();
-    crate::shutdown::on_signals(shutdown.clone())?;
-    info!(
-        max_workers = settings.max_workers,
-        servers = settings.registry.len(),
-        claude = %settings.worker.cli.claude.display(),
-        "reading actions from stdin"
-    );
-    serve_lines(settings, tokio::io::stdin(), tokio::io::stdout(), shutdown).await;
-    Ok(ExitCode::SUCCESS)
-}
 
 /// The filter itself, over any reader and writer: reads lines until end of input or shutdown,
 /// then waits for every accepted action's result to be written.

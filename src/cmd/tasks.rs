@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::cli::GlobalArgs;
+use crate::args::GlobalArgs;
 use crate::store::{SqliteStore, Store, Task, TaskState, now_ms};
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! The service's HTTP routes: `/v1/actions`, `/v1/tasks/{id}`, `/v1/events`, `/healthz`,
+//! The worker API's HTTP routes: `/v1/actions`, `/v1/tasks/{id}`, `/v1/events`, `/healthz`,
 //! `/readyz`, `/metrics`. Errors answer `{"type":"error","error":{"kind":..,"message":..}}` with the
 //! stdin protocol's kinds (`invalid_json`, `invalid_envelope`, `line_too_long`) plus HTTP ones
 //! (`unauthorized`, `not_found`, `already_finished`, `shutdown`, `internal_error`).
@@ -22,12 +22,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::{Service, stored_action};
 use crate::dispatch::CancelOutcome;
-use crate::journal::EventRecord;
-use crate::protocol::parse::{INVALID_PREFIX, Item, parse_line};
-use crate::protocol::{ErrorKind, WorkerError, WorkerResult};
-use crate::store::now_ms;
+use crate::protocol::parse::parse_line;
+use crate::service::{AcceptError, Accepted, Published, Service};
 
 /// Events replayed per journal read.
 const PAGE: u32 = 1000;
@@ -109,14 +106,11 @@ async fn post_actions(
     let wait = match query.wait.as_deref() {
         None | Some("false" | "0") => None,
         Some("true" | "1" | "") => Some(service.settings.limits.max_timeout + Duration::from_secs(60)),
-        Some(text) => match crate::cli::parse_duration(text) {
+        Some(text) => match crate::args::parse_duration(text) {
             Ok(duration) => Some(duration),
             Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_envelope", format!("wait: {message}")),
         },
     };
-    if service.draining.is_cancelled() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutdown", "the daemon is shutting down");
-    }
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_json", "the body is not UTF-8");
     };
@@ -124,55 +118,15 @@ async fn post_actions(
         Ok(items) => items,
         Err(line_error) => return (StatusCode::BAD_REQUEST, axum::Json(line_error)).into_response(),
     };
-
-    // Refuse ids the journal has seen before (they must stay unique for GET /v1/tasks/{id}).
-    let spawn_ids: Vec<String> =
-        items.iter().filter_map(|i| if let Item::Spawn(a) = i { Some(a.task_id.clone()) } else { None }).collect();
-    let known: BTreeSet<String> = match service.blocking(move |j| j.known(&spawn_ids)).await {
-        Ok(known) => known.into_iter().collect(),
+    // Cancel-safe: the accept runs to its end in a task of its own even if this handler is
+    // dropped (the client went away); only the waiting below is abandoned then.
+    let Accepted { accepted, accepted_ids, refused, acks, mut subscription } = match service.accept(items).await {
+        Ok(accepted) => accepted,
+        Err(AcceptError::Draining) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "shutdown", "the daemon is shutting down");
+        }
         Err(err) => return internal(err),
     };
-    let mut refused: Vec<WorkerResult> = Vec::new();
-    let mut acks = Vec::new();
-    let mut admitted = Vec::new();
-    for item in items {
-        match item {
-            Item::Ack(ack) => acks.push(ack),
-            Item::Refused(result) => refused.push(*result),
-            Item::Spawn(action) if known.contains(&action.task_id) => {
-                let message = format!("{INVALID_PREFIX}: /taskId: {} was already used", action.task_id);
-                let error = WorkerError::new(ErrorKind::InvalidAction, message, false);
-                refused.push(WorkerResult::failure(&action.task_id, action.origin, error));
-            }
-            Item::Spawn(action) => match service.dispatcher.admit(action) {
-                Ok(ok) => admitted.push(ok),
-                Err(result) => refused.push(*result),
-            },
-        }
-    }
-    let entries: Vec<(String, Value)> =
-        admitted.iter().map(|a| (a.job.action.task_id.clone(), stored_action(&a.job.action))).collect();
-    let accepted: Vec<Value> =
-        admitted.iter().map(|a| json!({"taskId": a.job.action.task_id, "index": a.job.action.origin.index})).collect();
-    let accepted_ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
-    let refused_copy = refused.clone();
-    // Subscribe before anything runs, so no result can slip past a waiting request.
-    let mut subscription = service.events.subscribe();
-    let recorded =
-        service.blocking(move |j| j.accept(&entries, &refused_copy.iter().collect::<Vec<_>>(), now_ms())).await;
-    let events = match recorded {
-        Ok(events) => events,
-        Err(err) => {
-            admitted.into_iter().for_each(|a| service.dispatcher.withdraw(a));
-            return internal(err);
-        }
-    };
-    refused.iter().for_each(|r| service.metrics.observe(r));
-    service.publish(events);
-    for ok in admitted {
-        service.dispatcher.enqueue(ok).await;
-    }
-
     let Some(wait) = wait else {
         let status = if accepted.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };
         return (status, axum::Json(json!({"accepted": accepted, "results": refused, "acks": acks}))).into_response();
@@ -187,7 +141,7 @@ async fn post_actions(
 /// still unfinished.
 async fn collect_results(
     service: &Service,
-    subscription: &mut broadcast::Receiver<EventRecord>,
+    subscription: &mut broadcast::Receiver<Published>,
     ids: Vec<String>,
     wait: Duration,
 ) -> (Vec<Value>, Vec<String>) {
@@ -274,8 +228,8 @@ async fn events(State(service): State<Arc<Service>>, headers: HeaderMap, Query(q
 
 struct Feed {
     service: Arc<Service>,
-    subscription: broadcast::Receiver<EventRecord>,
-    backlog: VecDeque<EventRecord>,
+    subscription: broadcast::Receiver<Published>,
+    backlog: VecDeque<Published>,
     /// The last id sent (or skipped as already seen); `None`: live only, from the first event.
     last: Option<i64>,
     replaying: bool,
@@ -283,20 +237,22 @@ struct Feed {
 
 fn event_stream(
     service: Arc<Service>,
-    subscription: broadcast::Receiver<EventRecord>,
+    subscription: broadcast::Receiver<Published>,
     after: Option<i64>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let feed = Feed { service, subscription, backlog: VecDeque::new(), last: after, replaying: after.is_some() };
     stream::unfold(feed, |mut feed| async move {
         loop {
             if let Some(event) = feed.backlog.pop_front() {
-                feed.last = Some(event.id);
+                if event.id.is_some() {
+                    feed.last = event.id;
+                }
                 return Some((Ok(sse(&event)), feed));
             }
             if feed.replaying {
                 let after = feed.last.unwrap_or(0);
                 match feed.service.blocking(move |j| j.events_after(after, PAGE)).await {
-                    Ok(page) if !page.is_empty() => feed.backlog.extend(page),
+                    Ok(page) if !page.is_empty() => feed.backlog.extend(page.into_iter().map(Published::from)),
                     _ => feed.replaying = false,
                 }
                 continue;
@@ -306,7 +262,10 @@ fn event_stream(
                 _ = feed.service.draining.cancelled() => return None,
             };
             match next {
-                Ok(event) if feed.last.is_none_or(|last| event.id > last) => feed.backlog.push_back(event),
+                // An event without an id (its journal write is being retried) is sent as it is.
+                Ok(event) if feed.last.is_none_or(|last| event.id.is_none_or(|id| id > last)) => {
+                    feed.backlog.push_back(event)
+                }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => feed.replaying = true,
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -315,8 +274,12 @@ fn event_stream(
     })
 }
 
-fn sse(event: &EventRecord) -> SseEvent {
-    SseEvent::default().id(event.id.to_string()).event(event.kind.clone()).data(event.data.to_string())
+fn sse(event: &Published) -> SseEvent {
+    let sse = SseEvent::default().event(event.kind.clone()).data(event.data.to_string());
+    match event.id {
+        Some(id) => sse.id(id.to_string()),
+        None => sse,
+    }
 }
 
 async fn healthz() -> Response {
@@ -335,6 +298,6 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
     let running = service.dispatcher.running();
     let waiting = service.dispatcher.unfinished().saturating_sub(running);
     let queue = service.queue.with_store(|store| store.counts()).await.ok();
-    let text = service.metrics.render(super::metrics::Gauges { running, waiting, queue });
+    let text = service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -1,0 +1,32 @@
+//! `mcp-workers run`: the stdin filter (`filter.rs`) on the process's stdin and stdout.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::worker_args::{NeedClaude, WorkerArgs};
+use crate::args::GlobalArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = Arc::new(args.worker.settings(global, NeedClaude::Yes)?);
+    crate::protocol::schema::warm_up();
+    let shutdown = CancellationToken::new();
+    crate::shutdown::on_signals(shutdown.clone())?;
+    info!(
+        max_workers = settings.max_workers,
+        servers = settings.registry.len(),
+        claude = %settings.worker.cli.claude.display(),
+        "reading actions from stdin"
+    );
+    crate::filter::serve_lines(settings, tokio::io::stdin(), tokio::io::stdout(), shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,120 @@
+//! `mcp-workers serve`: the flags, their checks (the listen address and the bearer token), and the
+//! order of start-up and shutdown: bind, open the store, start the queue and the service (which
+//! recovers the journal), serve HTTP; on a signal, drain the service, then close HTTP.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::queue_args::QueueArgs;
+use super::worker_args::{NeedClaude, WorkerArgs};
+use crate::args::{GlobalArgs, parse_duration};
+use crate::http::HostGuard;
+use crate::journal::Journal;
+use crate::mcp::queue::QueueSettings;
+use crate::service::Service;
+use crate::settings::DaemonSettings;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MCP_WORKERS_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// A further host name accepted in `Host` and `Origin` headers (repeatable). Loopback names
+    /// (localhost, 127.0.0.1, ::1) are always accepted.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// The bearer token every route but /healthz and /readyz requires. Required when listening
+    /// beyond loopback.
+    #[arg(long, env = "MCP_WORKERS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// After SIGTERM, how long running workers may finish before they are stopped. Keep it below
+    /// the container's stop grace / systemd's TimeoutStopSec.
+    #[arg(long, env = "MCP_WORKERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// `serve`'s settings, checked.
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    pub guard: HostGuard,
+    pub api_token: Option<String>,
+    pub shutdown_grace: Duration,
+    pub data_dir: std::path::PathBuf,
+    pub queue: QueueSettings,
+    pub daemon: Arc<DaemonSettings>,
+}
+
+impl ServeArgs {
+    pub fn settings(&self, global: &GlobalArgs) -> anyhow::Result<ServeSettings> {
+        let api_token = self.api_token.clone().filter(|t| !t.trim().is_empty());
+        if api_token.is_none() && !self.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {} without a bearer token: set MCP_WORKERS_API_TOKEN (or --api-token)",
+                self.listen
+            );
+        }
+        Ok(ServeSettings {
+            listen: self.listen,
+            guard: HostGuard::loopback_and(&self.allow_hosts),
+            api_token,
+            shutdown_grace: self.shutdown_grace,
+            data_dir: global.data_dir(),
+            queue: self.queue.settings(),
+            daemon: Arc::new(self.worker.settings(global, NeedClaude::Yes)?),
+        })
+    }
+}
+
+pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.settings(global)?;
+    crate::protocol::schema::warm_up();
+    // `shutdown` fires on SIGINT/SIGTERM: no new actions, no new starts, polls end. The HTTP
+    // server itself stays up until every running worker has its result recorded.
+    let shutdown = CancellationToken::new();
+    let force = crate::shutdown::on_signals(shutdown.clone())?;
+    // Bind first: a taken port must fail before recovery starts any journalled action.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr().context("no local address")?;
+    let queue = crate::mcp::queue::start(&settings.data_dir, &settings.queue, &shutdown)?;
+    let journal = Arc::new(Journal::open(&settings.data_dir).context("cannot open the store")?);
+    let running =
+        Service::start(settings.daemon.clone(), journal, queue, settings.api_token.clone(), shutdown.clone()).await?;
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving /v1/actions, /v1/events and MCP at /mcp");
+    // The address goes to stderr too, for scripts that bind port 0.
+    eprintln!("listening on http://{addr}/mcp");
+    let http_stop = CancellationToken::new();
+    let app = crate::http::app(running.service.clone(), settings.guard.clone(), &shutdown);
+    let mut server = tokio::spawn(crate::http::serve(listener, app, http_stop.clone()));
+    // Normally a signal ends this; if the HTTP server itself fails, stop the same orderly way.
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut server => Some(ended),
+    };
+    shutdown.cancel();
+    running.stop(settings.shutdown_grace, &force).await;
+    http_stop.cancel();
+    let ended = match failed {
+        Some(ended) => Ok(ended),
+        None => tokio::time::timeout(Duration::from_secs(5), server).await,
+    };
+    match ended {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => return Err(err).context("HTTP server failed"),
+        Ok(Err(err)) => anyhow::bail!("HTTP server task failed: {err}"),
+        Err(_) => tracing::warn!("some HTTP connections did not close in time"),
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

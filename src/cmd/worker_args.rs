@@ -1,0 +1,133 @@
+//! The flags that say how workers run (`run`, `serve`, `check`), and their translation into the
+//! one checked [`DaemonSettings`]. **Every start-up error is found here**, as one line, before any
+//! input is read.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::args::{GlobalArgs, parse_duration};
+use crate::protocol::parse::Limits;
+use crate::registry::Registry;
+use crate::scratch::Scratch;
+use crate::settings::{DaemonSettings, find_claude};
+use crate::worker::WorkerSettings;
+use crate::worker::command::CliSettings;
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// How many workers run at once; further actions wait in order.
+    #[arg(long, env = "MCP_WORKERS_MAX_WORKERS", default_value_t = default_max_workers())]
+    pub max_workers: usize,
+    /// The Claude Code CLI to run. Default: `claude` next to the project's `.tools`, else on PATH.
+    #[arg(long, env = "MCP_WORKERS_CLAUDE")]
+    pub claude: Option<PathBuf>,
+    /// The server registry. Default: `<root>/.claude/mcp_servers.json`.
+    #[arg(long, env = "MCP_WORKERS_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// The workers' working directory. Default: `<root>/workspace`.
+    #[arg(long, env = "MCP_WORKERS_WORKSPACE")]
+    pub workspace: Option<PathBuf>,
+    /// Worker profiles (`NAME.md`). Default: `<root>/profiles`.
+    #[arg(long, env = "MCP_WORKERS_PROFILES")]
+    pub profiles: Option<PathBuf>,
+    /// The largest `timeout` an action may ask for.
+    #[arg(long, env = "MCP_WORKERS_MAX_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub max_timeout: Duration,
+    /// After SIGTERM, how long a worker may take to exit before its process group is killed.
+    #[arg(long, env = "MCP_WORKERS_KILL_GRACE", default_value = "2s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+    /// Retries the CLI itself makes on API errors (CLAUDE_CODE_MAX_RETRIES).
+    #[arg(long, env = "MCP_WORKERS_API_RETRIES", default_value_t = 2)]
+    pub api_retries: u32,
+    /// Connect timeout per MCP server (MCP_TIMEOUT).
+    #[arg(long, env = "MCP_WORKERS_MCP_CONNECT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub mcp_connect_timeout: Duration,
+    /// Extra environment variables to pass to every worker, by name (repeatable).
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pub pass_env: Vec<String>,
+    /// Run the CLI without `--bare` (then user/project settings are still ignored, but CLAUDE.md
+    /// files are read, and auth may come from ANTHROPIC_AUTH_TOKEN or an OAuth token).
+    #[arg(long, env = "MCP_WORKERS_NO_BARE")]
+    pub no_bare: bool,
+    /// The longest input line (one JSON document) accepted, in bytes.
+    #[arg(long, env = "MCP_WORKERS_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_line_bytes: usize,
+}
+
+fn default_max_workers() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(2, 16))
+}
+
+/// Whether the command will run the CLI (`check` never does: a missing `claude` is no error there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeedClaude {
+    Yes,
+    No,
+}
+
+impl WorkerArgs {
+    /// Checks the flags against the file system and loads the registry.
+    pub fn settings(&self, global: &GlobalArgs, need: NeedClaude) -> anyhow::Result<DaemonSettings> {
+        if self.max_workers == 0 {
+            bail!("--max-workers must be at least 1");
+        }
+        let root = std::path::absolute(&global.root)
+            .and_then(|p| p.canonicalize())
+            .with_context(|| format!("project directory {} not found", global.root.display()))?;
+        let under_root = |given: &Option<PathBuf>, default: &str| -> anyhow::Result<PathBuf> {
+            let path = given.clone().unwrap_or_else(|| root.join(default));
+            Ok(std::path::absolute(&path)?)
+        };
+        let workspace = under_root(&self.workspace, "workspace")?;
+        std::fs::create_dir_all(&workspace)
+            .with_context(|| format!("cannot create the workspace {}", workspace.display()))?;
+        let profiles = under_root(&self.profiles, "profiles")?;
+        let data_dir = std::path::absolute(global.data_dir())?;
+        let registry_path = under_root(&self.registry, ".claude/mcp_servers.json")?;
+        let self_exe = std::env::current_exe().context("cannot find this executable's path")?;
+        let registry = Registry::load(&registry_path, &self_exe)?;
+        if registry.is_empty() {
+            tracing::warn!(path = %registry_path.display(), "the server registry has no servers");
+        }
+        let daemon_env: BTreeMap<String, String> = std::env::vars().collect();
+        let tools_bin = Some(root.join(".tools/bin")).filter(|p| p.is_dir());
+        let claude = match find_claude(self.claude.as_deref(), tools_bin.as_deref(), daemon_env.get("PATH")) {
+            Ok(claude) => claude,
+            Err(_) if need == NeedClaude::No => PathBuf::from("claude"),
+            Err(err) => return Err(err),
+        };
+        let scratch = Arc::new(Scratch::create().context("cannot create the scratch directory")?);
+        let cli = CliSettings {
+            claude,
+            root,
+            workspace,
+            profiles: profiles.clone(),
+            data_dir,
+            tools_bin,
+            api_retries: self.api_retries,
+            mcp_connect_timeout: self.mcp_connect_timeout,
+            bare: !self.no_bare,
+            pass_env: self.pass_env.clone(),
+        };
+        Ok(DaemonSettings {
+            worker: Arc::new(WorkerSettings {
+                cli,
+                kill_grace: self.kill_grace,
+                temp_root: Some(scratch.path().to_owned()),
+                daemon_env,
+            }),
+            registry: Arc::new(registry),
+            registry_path,
+            profiles,
+            limits: Limits { max_timeout: self.max_timeout },
+            max_workers: self.max_workers,
+            max_line_bytes: self.max_line_bytes,
+            scratch,
+        })
+    }
+}

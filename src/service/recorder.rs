@@ -1,0 +1,144 @@
+//! Writes the dispatcher's events to the journal and publishes them.
+//!
+//! - A start is acknowledged only once it is recorded, so the journal never calls a running
+//!   action "accepted". If the start cannot be recorded, the worker does not start: the
+//!   dispatcher answers the action `internal_error` (retryable).
+//! - A result is published at once, also when its journal write fails: waiting requests and SSE
+//!   subscribers get it (without an event id), `/readyz` turns false, and the write is retried
+//!   until it succeeds (then the result has its id for clients that resume later). At shutdown the
+//!   retries go on for [`SHUTDOWN_RETRIES`]; what is still unwritten then is answered
+//!   `interrupted` at the next start.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{Published, Service};
+use crate::dispatch::Event;
+use crate::protocol::{Output, WorkerResult};
+use crate::store::now_ms;
+
+/// The first retry of a failed write; each further one waits twice as long, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a stopping daemon keeps retrying unwritten results.
+pub const SHUTDOWN_RETRIES: Duration = Duration::from_secs(5);
+
+pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: CancellationToken) {
+    let mut unwritten: VecDeque<WorkerResult> = VecDeque::new();
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let event = tokio::select! {
+            biased;
+            event = rx.recv() => event,
+            () = tokio::time::sleep(backoff), if !unwritten.is_empty() => {
+                backoff = if retry(&service, &mut unwritten).await { RETRY_FIRST } else { (backoff * 2).min(RETRY_MAX) };
+                continue;
+            }
+            () = stop.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(event) = event else { break };
+        match event {
+            Event::Started { task_id, ack } => {
+                let id = task_id.clone();
+                let recorded = match service.blocking(move |j| j.started(&id, now_ms())).await {
+                    Ok(event) => {
+                        service.publish([event.into()]);
+                        written(&service, &unwritten);
+                        Ok(())
+                    }
+                    Err(err) => {
+                        failed(&service, &format!("cannot record the start of {task_id}: {err}"));
+                        Err(format!("the journal cannot record the start: {err}"))
+                    }
+                };
+                let _ = ack.send(recorded);
+            }
+            Event::Output(Output::Result(result)) => {
+                service.metrics.observe(&result);
+                if !unwritten.is_empty() {
+                    // Keep results in order behind those still waiting to be written.
+                    publish_unwritten(&service, &result);
+                    unwritten.push_back(*result);
+                } else {
+                    match write(&service, *result).await {
+                        Ok(()) => written(&service, &unwritten),
+                        Err(result) => {
+                            publish_unwritten(&service, &result);
+                            unwritten.push_back(result);
+                            backoff = RETRY_FIRST;
+                        }
+                    }
+                }
+            }
+            Event::Output(_) => {}
+        }
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_RETRIES;
+    while !unwritten.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(backoff.min(deadline - tokio::time::Instant::now())).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
+        retry(&service, &mut unwritten).await;
+    }
+    for result in unwritten {
+        error!(task_id = %result.task_id, "the journal could not record this result; the next start answers it `interrupted`");
+    }
+}
+
+/// Writes one result. Gives it back if the journal failed.
+async fn write(service: &Service, result: WorkerResult) -> Result<(), WorkerResult> {
+    let shared = Arc::new(result);
+    let copy = shared.clone();
+    match service.blocking(move |j| j.finish(&copy, now_ms())).await {
+        Ok(event) => {
+            service.publish(event.map(Published::from));
+            Ok(())
+        }
+        Err(err) => {
+            failed(service, &format!("cannot record the result of {}: {err}", shared.task_id));
+            Err(Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone()))
+        }
+    }
+}
+
+/// Writes what is waiting, oldest first, until one fails. True if all were written.
+async fn retry(service: &Service, unwritten: &mut VecDeque<WorkerResult>) -> bool {
+    while let Some(result) = unwritten.pop_front() {
+        let task_id = result.task_id.clone();
+        let copy = result.clone();
+        match service.blocking(move |j| j.finish(&copy, now_ms())).await {
+            // Live subscribers had it already; the journal now has it with an id.
+            Ok(_) => info!(task_id = %task_id, "recorded a result after a failed write"),
+            Err(err) => {
+                warn!(task_id = %task_id, "the journal still cannot record a result: {err}");
+                unwritten.push_front(result);
+                return false;
+            }
+        }
+    }
+    written(service, unwritten);
+    true
+}
+
+fn publish_unwritten(service: &Service, result: &WorkerResult) {
+    match serde_json::to_value(result) {
+        Ok(data) => service.publish([Published { id: None, kind: "result".into(), data }]),
+        Err(err) => error!("cannot serialise a result: {err}"),
+    }
+}
+
+fn failed(service: &Service, message: &str) {
+    service.store_failing.store(true, Ordering::Release);
+    error!("{message}");
+}
+
+fn written(service: &Service, unwritten: &VecDeque<WorkerResult>) {
+    if unwritten.is_empty() {
+        service.store_failing.store(false, Ordering::Release);
+    }
+}
