@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures what the release profile's knobs cost and buy: for each variant, a clean release build
-# of the daemon (wall time) and the binary's size. Each variant builds in its own target dir.
+# of the daemon (wall time), the binary's size, and `cargo bench --bench daemon`'s per-worker
+# overhead and throughput lines (the same code built with that variant). Each variant builds in
+# its own target dir.
 # Usage: scripts/bench-profiles.sh [VARIANT...]   (default: all; see the table below)
 # Slow: a clean release build per variant (several minutes each on 2 cores).
 set -euo pipefail
@@ -26,4 +28,6 @@ for v in "${variants[@]}"; do
   end=$(date +%s.%N)
   size=$(stat -c %s "$target/release/mcp-workers")
   printf '%-14s %10.1f %12.1f\n' "$name" "$(echo "$end - $start" | bc)" "$(echo "scale=1; $size / 1048576" | bc)"
+  env $envs CARGO_TARGET_DIR="$target" cargo bench --locked --quiet --bench daemon 2>/dev/null \
+    | grep -E 'overhead|throughput' | sed "s/^/  $name: /"
 done
