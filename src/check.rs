@@ -100,11 +100,16 @@ pub async fn run(global: &crate::cli::GlobalArgs, args: CheckArgs) -> anyhow::Re
         let vars = environment(cli, &entry.variables, home.path(), args.timeout, daemon_env);
         reports.push(probe(name, entry, &vars, &cli.workspace, args.timeout).await);
     }
+    // How a daemon started like this process would contain its workers' processes.
+    let containment = crate::worker::process::cgroup::detect().to_string();
     if args.json {
         let ok = !reports.iter().any(|r| r.status.is_problem());
-        println!("{}", serde_json::json!({"ok": ok, "registry": registry_path, "servers": reports}));
+        let report =
+            serde_json::json!({"ok": ok, "registry": registry_path, "servers": reports, "containment": containment});
+        println!("{report}");
     } else {
         print!("{}", table(&reports));
+        println!("containment: {containment}");
     }
     let broken = reports.iter().any(|r| r.status.is_problem());
     Ok(if broken { ExitCode::FAILURE } else { ExitCode::SUCCESS })

@@ -24,6 +24,7 @@ pub async fn run_stdin(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<Exi
     crate::protocol::schema::warm_up();
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone())?;
+    let _containment = crate::worker::process::Containment::start()?;
     info!(
         max_workers = settings.max_workers,
         servers = settings.registry.len(),

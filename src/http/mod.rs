@@ -90,6 +90,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
     // server itself stays up until every running worker has its result recorded.
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone())?;
+    let _containment = crate::worker::process::Containment::start()?;
     // Bind first: a taken port must fail before recovery starts any journalled action.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
