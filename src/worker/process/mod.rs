@@ -69,7 +69,7 @@ impl Containment {
     /// Makes the daemon the subreaper of its workers' processes and picks the mechanism
     /// (cgroup v2 when delegated, else the process tree). Needs a tokio runtime.
     pub fn start() -> io::Result<Containment> {
-        nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+        reaper::become_subreaper()?;
         let mechanism = MECHANISM.get_or_init(cgroup::detect).clone();
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let sweeper = tokio::spawn(async move {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use nix::sys::signal::{Signal, kill};
@@ -29,6 +29,8 @@ pub const WORKER_VAR: &str = "MCP_WORKERS_WORKER";
 const STOP_PASSES: usize = 200;
 
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
+/// Set once the daemon is a subreaper: every process a worker started is then below the daemon.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
 /// Spawns hold it shared while they register the child; a sweep that reaps holds it exclusively,
 /// so it never reaps a child whose registration is still under way.
 static SPAWNING: RwLock<()> = RwLock::new(());
@@ -60,6 +62,13 @@ impl Drop for Marker {
     fn drop(&mut self) {
         lock(&LIVE).remove(&self.0);
     }
+}
+
+/// Makes the daemon the subreaper of everything its workers start.
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+    SUBREAPER.store(true, Ordering::Release);
+    Ok(())
 }
 
 /// Spawns `command` and registers the child as the daemon's own.
@@ -96,11 +105,57 @@ pub fn parse_stat(stat: &str) -> Option<ProcInfo> {
     Some(ProcInfo { pid, ppid, state })
 }
 
-fn processes() -> impl Iterator<Item = ProcInfo> {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
-        entry.file_name().to_str()?.parse::<u32>().ok()?;
-        parse_stat(&std::fs::read_to_string(entry.path().join("stat")).ok()?)
-    })
+/// Every process on the host.
+fn processes() -> Vec<ProcInfo> {
+    let all = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    all.filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok().and_then(stat)).collect()
+}
+
+fn stat(pid: i32) -> Option<ProcInfo> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The direct children of `pid` (of all its threads), or `None` where the kernel does not list
+/// them (`CONFIG_PROC_CHILDREN`).
+fn children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        found.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    Some(found)
+}
+
+/// The processes that may belong to an ended worker. As subreaper, the daemon has every one of
+/// them below itself, outside the subtrees of its own (still running) children: only that part of
+/// the process table is read. Otherwise (tests, no containment started) the whole table.
+fn candidates() -> Vec<ProcInfo> {
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    if SUBREAPER.load(Ordering::Acquire)
+        && let Some(roots) = children(me)
+    {
+        let own = lock(&OWN).clone();
+        let mut found = Vec::new();
+        let mut next: Vec<i32> = roots.into_iter().filter(|pid| !own.contains(pid)).collect();
+        while let Some(pid) = next.pop() {
+            let Some(info) = stat(pid) else { continue };
+            next.extend(children(pid).unwrap_or_default());
+            found.push(info);
+        }
+        return found;
+    }
+    processes().into_iter().filter(|p| p.pid != me).collect()
+}
+
+/// The daemon's children that are not its own (orphans reparented to it).
+fn orphans() -> Vec<ProcInfo> {
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let own = lock(&OWN).clone();
+    match children(me) {
+        Some(pids) => pids.into_iter().filter(|pid| !own.contains(pid)).filter_map(stat).collect(),
+        None => processes().into_iter().filter(|p| p.ppid == me && !own.contains(&p.pid)).collect(),
+    }
 }
 
 /// The value of `name` in the environment of `pid` (`None`: unset or unreadable).
@@ -116,11 +171,10 @@ fn env_var(pid: i32, name: &str) -> Option<String> {
 /// Kills every live process whose environment carries `marker`, including ones that left the
 /// worker's process group. Returns how many there were.
 pub fn kill_marked(marker: &str) -> usize {
-    let me = i32::try_from(std::process::id()).unwrap_or(0);
     let mut found = BTreeSet::new();
     for _ in 0..STOP_PASSES {
         let mut running = 0;
-        for proc in processes().filter(|p| p.pid != me && p.state != 'Z') {
+        for proc in candidates().into_iter().filter(|p| p.state != 'Z') {
             if env_var(proc.pid, WORKER_VAR).as_deref() != Some(marker) {
                 continue;
             }
@@ -151,10 +205,8 @@ pub struct Swept {
 /// (`all`: every live orphan, at exit). Never touches the daemon's own children.
 pub fn sweep(all: bool) -> Swept {
     let _gate = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
-    let me = i32::try_from(std::process::id()).unwrap_or(0);
-    let own = lock(&OWN).clone();
     let mut swept = Swept::default();
-    for proc in processes().filter(|p| p.ppid == me && !own.contains(&p.pid)) {
+    for proc in orphans() {
         let pid = Pid::from_raw(proc.pid);
         if proc.state == 'Z' {
             if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
