@@ -110,8 +110,12 @@ impl Drop for GroupGuard {
             let _ = killpg(pid, Signal::SIGKILL);
             // tokio's orphan queue reaps it; a sweep may too.
             reaper::forget(pid);
-            if let Some(cgroup) = &self.cgroup {
+            if let Some(cgroup) = self.cgroup.take() {
                 cgroup.kill_all();
+                // Removing it has to wait until it is empty: a task does that, if there is a runtime.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(cgroup.kill_and_remove());
+                }
             }
             reaper::kill_marked(self.marker.value());
         }
