@@ -26,11 +26,17 @@ pub struct CheckArgs {
 pub async fn exec(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let settings = args.worker.settings(global, NeedClaude::No)?;
     let reports = crate::check::run(&settings, &args.servers, args.timeout).await?;
+    // How a daemon started like this process would contain its workers' processes.
+    let containment = crate::worker::process::cgroup::detect().to_string();
     if args.json {
         let ok = !reports.iter().any(|r| r.status.is_problem());
-        println!("{}", serde_json::json!({"ok": ok, "registry": settings.registry_path, "servers": reports}));
+        let registry = &settings.registry_path;
+        let report =
+            serde_json::json!({"ok": ok, "registry": registry, "servers": reports, "containment": containment});
+        println!("{report}");
     } else {
         print!("{}", crate::check::table(&reports));
+        println!("containment: {containment}");
     }
     let broken = reports.iter().any(|r| r.status.is_problem());
     Ok(if broken { ExitCode::FAILURE } else { ExitCode::SUCCESS })

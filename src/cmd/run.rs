@@ -21,6 +21,7 @@ pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode
     crate::protocol::schema::warm_up();
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone())?;
+    let _containment = crate::worker::process::Containment::start()?;
     info!(
         max_workers = settings.max_workers,
         servers = settings.registry.len(),

@@ -82,6 +82,7 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
     // server itself stays up until every running worker has its result recorded.
     let shutdown = CancellationToken::new();
     let force = crate::shutdown::on_signals(shutdown.clone())?;
+    let _containment = crate::worker::process::Containment::start()?;
     // Bind first: a taken port must fail before recovery starts any journalled action.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

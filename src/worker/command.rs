@@ -2,16 +2,14 @@
 //!
 //! The environment is built from nothing (`env_clear`): what the CLI needs, the `ANTHROPIC_*`
 //! settings the daemon was given, and exactly the variables that the selected servers'
-//! placeholders name. Secrets travel only in the environment, never in argv or a file.
+//! placeholders name. Secrets travel only in the environment, never in argv or a file, and the
+//! task goes on the child's stdin, never in argv (`/proc/PID/cmdline` is world-readable).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::registry::Selection;
-
-/// Tasks larger than this go on stdin: Linux caps one argv string at 128 KiB.
-pub const MAX_ARGV_TASK_BYTES: usize = 100 * 1024;
 
 /// Settings that are the same for every worker.
 #[derive(Debug, Clone)]
@@ -51,8 +49,9 @@ pub struct Plan {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
-    /// Written to the child's stdin, which is then closed; `None`: stdin is /dev/null.
-    pub stdin: Option<String>,
+    /// The task: written to the child's stdin, which is then closed. With no prompt argument the
+    /// CLI reads its prompt from stdin.
+    pub stdin: String,
 }
 
 /// Builds the plan. `daemon_env` is the daemon's own environment (looked up, never passed whole).
@@ -88,13 +87,9 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
     if let Some(model) = inv.model {
         args.extend(["--model".into(), model.to_owned()]);
     }
-    // The task goes last, after `--` (the flags above are variadic, and a task may start with `-`).
-    let stdin = if inv.task.len() > MAX_ARGV_TASK_BYTES {
-        Some(inv.task.to_owned())
-    } else {
-        args.extend(["--".into(), inv.task.to_owned()]);
-        None
-    };
+    // No prompt argument: the task goes on stdin (never argv: other users can read it there, and
+    // Linux caps one argv string at 128 KiB).
+    let stdin = inv.task.to_owned();
     let env = environment(settings, &inv.selection.variables, inv.home, inv.timeout, daemon_env);
     Plan { program: settings.claude.clone(), args, env, cwd: settings.workspace.clone(), stdin }
 }
@@ -221,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn argv_has_the_task_last_after_double_dash() {
+    fn argv_has_the_flags_and_never_the_task() {
         let sel = selection();
         let plan = plan(&settings(), &invocation("-rf everything", &sel), &daemon_env());
         let args = plan.args.join(" ");
@@ -230,18 +225,20 @@ mod tests {
         assert!(args.contains("--allowedTools mcp__telegram__* mcp__fs__* --bare"), "{args}");
         assert!(args.contains("--append-system-prompt-file /srv/app/profiles/default.md"), "{args}");
         assert!(args.contains("--max-turns 5"), "{args}");
-        assert_eq!(&plan.args[plan.args.len() - 2..], ["--", "-rf everything"]);
-        assert_eq!(plan.stdin, None);
+        assert!(!plan.args.iter().any(|a| a.contains("everything")), "the task is not in argv: {args}");
+        assert!(!plan.args.contains(&"--".to_owned()), "no prompt argument: {args}");
+        assert_eq!(plan.stdin, "-rf everything");
         assert_eq!(plan.cwd, Path::new("/srv/app/workspace"));
     }
 
     #[test]
-    fn large_tasks_go_on_stdin() {
+    fn every_task_goes_on_stdin_whatever_its_size() {
         let sel = selection();
-        let task = "x".repeat(MAX_ARGV_TASK_BYTES + 1);
-        let plan = plan(&settings(), &invocation(&task, &sel), &daemon_env());
-        assert!(!plan.args.contains(&"--".to_owned()));
-        assert_eq!(plan.stdin.as_deref(), Some(task.as_str()));
+        for task in ["a-task".to_owned(), "a task\nwith lines -- and --flags".to_owned(), "x".repeat(200 * 1024)] {
+            let plan = plan(&settings(), &invocation(&task, &sel), &daemon_env());
+            assert_eq!(plan.stdin, task);
+            assert!(plan.args.iter().all(|a| !a.contains(task.as_str())), "not in argv");
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! The end-to-end test binary: the daemon and the real Claude Code CLI, driven as black boxes
-//! against a scripted stand-in for the Anthropic Messages API (`support::fake_model`).
+//! The one integration-test binary: the daemon, its built-in servers and the real Claude Code CLI,
+//! driven as black boxes against local stand-ins (`support::fake_model` for the Anthropic Messages
+//! API, `support::fake_telegram` for the Bot API). One module per subject; helpers in `support/`.
 
+mod contain;
 mod engine;
 mod fake_model_smoke;
+mod queue;
 mod queue_drain;
 mod run;
 mod serve;

@@ -1,6 +1,11 @@
 //! The seed's servers through real workers: `mcp-workers run`, the real Claude Code CLI, the scripted
 //! model, and the registry as shipped (`.claude/mcp_servers.json`), with a fake Telegram Bot API and a
-//! page served on 127.0.0.1.
+//! page served on 127.0.0.1. Submodules test the servers without a worker: `telegram` (the built-in
+//! server over stdio), `bundled` (filesystem and fetch as the registry runs them), `check`.
+
+mod bundled;
+mod check;
+mod telegram;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,9 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::fake_model::{FakeModel, Request, text, tool_use};
 use crate::support::{bin, repo_root, tools_bin};
 
-#[path = "../servers/fake_telegram.rs"]
-mod fake_telegram;
-use fake_telegram::FakeBotApi;
+use crate::support::FakeBotApi;
+use crate::support::fake_telegram;
 
 const TOKEN: &str = "777001:AAH-e2e_SeCrEt";
 const SEED_TASK: &str = "Send message to Telegram channel -1002876952840: Hello World!";

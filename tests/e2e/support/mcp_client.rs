@@ -1,10 +1,8 @@
-//! Helpers: the built binary, the pinned tools, and MCP clients.
-
-pub use crate::fake_telegram::FakeBotApi;
+//! rmcp clients of stdio servers: the built-in Telegram server, any pinned server, and the
+//! binary run once with a clean environment.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -12,20 +10,9 @@ use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-workers");
+use super::{BIN, tools_bin};
+
 pub const TOKEN: &str = "424242:AAE-sEcReT_tokenValue";
-
-/// The repository root (where `.claude/` and `.tools/` live).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A pinned tool installed by `scripts/setup.sh`; panics (never skips) when it is missing.
-pub fn tool(name: &str) -> PathBuf {
-    let path = repo().join(".tools/bin").join(name);
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh --tools-only", path.display());
-    path
-}
 
 pub type Client = RunningService<RoleClient, ()>;
 
@@ -35,8 +22,20 @@ pub async fn telegram(env: &[(&str, &str)]) -> Client {
     client
 }
 
-/// As [`telegram`], with the server's stderr collected in the returned buffer.
-pub async fn telegram_with_stderr(env: &[(&str, &str)]) -> (Client, Arc<Mutex<String>>) {
+/// A server's stderr, read to its end in the background.
+pub struct StderrLog(tokio::task::JoinHandle<String>);
+
+impl StderrLog {
+    /// Everything the server wrote, once it has closed stderr (it exited). Bounded so a broken
+    /// test fails instead of hanging.
+    pub async fn finished(self) -> String {
+        let text = tokio::time::timeout(std::time::Duration::from_secs(30), self.0).await;
+        text.expect("the server closes stderr").expect("stderr reader")
+    }
+}
+
+/// As [`telegram`], with the server's stderr collected.
+pub async fn telegram_with_stderr(env: &[(&str, &str)]) -> (Client, StderrLog) {
     let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let command = tokio::process::Command::new(BIN).configure(|cmd| {
         cmd.args(["mcp", "telegram"]).env_clear().envs(&env);
@@ -45,22 +44,15 @@ pub async fn telegram_with_stderr(env: &[(&str, &str)]) -> (Client, Arc<Mutex<St
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start mcp-workers mcp telegram");
-    let buffer = Arc::new(Mutex::new(String::new()));
-    if let Some(mut stderr) = stderr {
-        let buffer = buffer.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                buffer.lock().expect("lock").push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-    }
+    let mut stderr = stderr.expect("stderr is piped");
+    let log = StderrLog(tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text).await;
+        String::from_utf8_lossy(&text).into_owned()
+    }));
     let client = ().serve(transport).await.expect("MCP initialize with mcp-workers mcp telegram");
-    (client, buffer)
+    (client, log)
 }
 
 /// Calls one tool and returns (is_error, all text content).
@@ -94,7 +86,7 @@ pub async fn run_bin(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (i32, S
 
 /// `.tools/bin` before the test's own PATH (node and python live there), as a worker gets it.
 pub fn tools_path() -> String {
-    format!("{}:{}", repo().join(".tools/bin").display(), std::env::var("PATH").unwrap_or_default())
+    format!("{}:{}", tools_bin().display(), std::env::var("PATH").unwrap_or_default())
 }
 
 /// Starts any stdio server (PATH: [`tools_path`]) and connects a plain client to it.

@@ -1,5 +1,5 @@
-//! A fake Telegram Bot API on 127.0.0.1 that records what it receives. Shared by the `servers` and
-//! `e2e` test binaries.
+//! A fake Telegram Bot API on 127.0.0.1 that records what it receives. Used by the `servers`
+//! tests, directly and through real workers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

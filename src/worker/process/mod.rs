@@ -2,12 +2,22 @@
 //!
 //! Every child gets its own process group. Stopping means SIGTERM to the CLI (it cleans up its MCP
 //! servers), a grace period, then SIGKILL to the whole group. After any exit the group is killed
-//! again, because the CLI leaves MCP servers that failed to connect behind. A guard does the same
-//! if the future running the child is dropped.
+//! again, because the CLI leaves MCP servers that failed to connect behind, and so is everything
+//! that left the group: the worker's cgroup when the daemon has a delegated one (`cgroup.rs`),
+//! and every process carrying the worker's environment marker (`reaper.rs`, which also makes the
+//! daemon the subreaper of its workers' orphans). Only then are the pipes drained, each for a
+//! bounded time, so an escaped process that holds one never keeps the worker (or an fd) alive. A
+//! guard does the same if the future running the child is dropped.
+
+pub mod cgroup;
+pub mod reaper;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -19,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::command::Plan;
 use super::outcome::{ExitInfo, Stop};
 use crate::lines::{BoundedLines, Line};
+use cgroup::{Mechanism, WorkerCgroup};
+use reaper::Marker;
 
 /// The longest stdout line read whole; longer lines are skipped (and counted).
 pub const MAX_EVENT_LINE: usize = 8 * 1024 * 1024;
@@ -43,15 +55,80 @@ pub struct Ended {
     pub skipped_lines: u64,
 }
 
-/// Kills the group when dropped: the last line of defence against leftovers.
-struct GroupGuard(Option<Pid>);
+/// The mechanism chosen by [`Containment::start`]; without one (tests, `check`), the process tree.
+static MECHANISM: OnceLock<Mechanism> = OnceLock::new();
+
+/// The daemon's containment of what its workers start, for as long as it runs: the subreaper
+/// and its sweeper task. Dropping it kills and reaps every orphan that is left.
+pub struct Containment {
+    pub mechanism: Mechanism,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Containment {
+    /// Makes the daemon the subreaper of its workers' processes and picks the mechanism
+    /// (cgroup v2 when delegated, else the process tree). Needs a tokio runtime.
+    pub fn start() -> io::Result<Containment> {
+        reaper::become_subreaper()?;
+        let mechanism = MECHANISM.get_or_init(cgroup::detect).clone();
+        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        let sweeper = tokio::spawn(async move {
+            while sigchld.recv().await.is_some() {
+                match tokio::task::spawn_blocking(|| reaper::sweep(false)).await {
+                    Ok(swept) if swept.killed > 0 => {
+                        tracing::warn!(killed = swept.killed, "killed orphans no worker owns")
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tracing::info!(%mechanism, "containment of worker processes");
+        Ok(Containment { mechanism, sweeper })
+    }
+}
+
+impl Drop for Containment {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+        let swept = reaper::sweep(true);
+        if swept.killed > 0 {
+            tracing::warn!(killed = swept.killed, "killed orphans left at exit");
+        }
+    }
+}
+
+/// Kills the group (and what escaped it) when dropped: the last line of defence against leftovers.
+struct GroupGuard {
+    pid: Option<Pid>,
+    cgroup: Option<WorkerCgroup>,
+    marker: Marker,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(pid) = self.pid.take() {
+            let _ = killpg(pid, Signal::SIGKILL);
+            // tokio's orphan queue reaps it; a sweep may too.
+            reaper::forget(pid);
+            if let Some(cgroup) = self.cgroup.take() {
+                cgroup.kill_all();
+                // Removing it has to wait until it is empty: a task does that, if there is a runtime.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(cgroup.kill_and_remove());
+                }
+            }
+            reaper::kill_marked(self.marker.value());
         }
     }
+}
+
+/// The worker's cgroup, when the daemon has a delegated one (a failure is logged, and the process
+/// tree mechanism alone applies to this worker).
+fn worker_cgroup(marker: &Marker) -> Option<WorkerCgroup> {
+    let Some(Mechanism::Cgroup(parent)) = MECHANISM.get() else { return None };
+    WorkerCgroup::create(parent, marker.value())
+        .map_err(|err| tracing::warn!(cgroup = %parent.display(), "cannot create the worker's cgroup: {err}"))
+        .ok()
 }
 
 /// Runs the plan until the child exits, the deadline passes, or `cancel` fires (`cancel_stop` says
@@ -64,35 +141,46 @@ pub async fn run(
     grace: Duration,
     mut on_line: impl FnMut(&str) -> Verdict,
 ) -> io::Result<Ended> {
+    let marker = Marker::register();
     let mut command = Command::new(&plan.program);
     command
         .args(&plan.args)
         .env_clear()
         .envs(&plan.env)
         .current_dir(&plan.cwd)
-        .stdin(if plan.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .env(reaper::WORKER_VAR, marker.value())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is one. If the
-    // daemon dies (even by SIGKILL), the kernel kills the CLI, whose MCP servers then see EOF.
+    let cgroup = worker_cgroup(&marker);
+    let procs_fd = cgroup.as_ref().map(WorkerCgroup::procs_fd);
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl and write are.
+    // If the daemon dies (even by SIGKILL), the kernel kills the CLI, whose MCP servers then see
+    // EOF. The cgroup's `cgroup.procs` stays open in the parent until the spawn has returned.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            if let Some(fd) = procs_fd {
+                cgroup::join(fd)?;
+            }
             Ok(())
         });
     }
-    let mut child = command.spawn()?;
+    let mut child = reaper::spawn(&mut command)?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
-    let mut guard = GroupGuard(pid);
+    let mut guard = GroupGuard { pid, cgroup, marker };
 
-    if let (Some(task), Some(mut stdin)) = (plan.stdin.clone(), child.stdin.take()) {
+    // The task goes on stdin, which is then closed. The writer is aborted when the worker ends: an
+    // escaped process may hold the pipe without reading it.
+    let writer = child.stdin.take().map(|mut stdin| {
+        let task = plan.stdin.clone();
         tokio::spawn(async move {
             // A child that exits early closes the pipe: nothing to report then.
             let _ = stdin.write_all(task.as_bytes()).await;
-        });
-    }
+        })
+    });
     let stderr = child.stderr.take().map(|err| tokio::spawn(tail(err, STDERR_TAIL_BYTES)));
     let stdout = child.stdout.take().ok_or_else(|| io::Error::other("child stdout was not captured"))?;
     let mut lines = BoundedLines::new(BufReader::new(stdout), MAX_EVENT_LINE);
@@ -130,11 +218,23 @@ pub async fn run(
         Some(status) => status,
         None => terminate(&mut child, pid, grace, &mut lines).await?,
     };
-    // The CLI is gone: kill whatever is left of its group (servers it did not reap).
-    if let Some(pgid) = pid {
+    // The CLI is gone (and reaped): kill whatever is left of its group (servers it did not
+    // reap), then its cgroup and everything that escaped with the worker's marker.
+    if let Some(pgid) = guard.pid.take() {
         let _ = killpg(pgid, Signal::SIGKILL);
+        reaper::forget(pgid);
     }
-    guard.0 = None;
+    if let Some(cgroup) = guard.cgroup.take() {
+        cgroup.kill_and_remove().await;
+    }
+    let marker = guard.marker.value().to_owned();
+    let escaped = tokio::task::spawn_blocking(move || reaper::kill_marked(&marker)).await.unwrap_or(0);
+    if escaped > 0 {
+        tracing::debug!(processes = escaped, "killed processes that left the worker's process group");
+    }
+    if let Some(writer) = writer {
+        writer.abort();
+    }
     // Read what the CLI wrote before it exited (the `result` line is often still in the pipe).
     if stdout_open && stop.is_none() {
         let _ = tokio::time::timeout(DRAIN, async {
@@ -143,9 +243,17 @@ pub async fn run(
         .await;
     }
     let stderr_tail = match stderr {
-        Some(handle) => tokio::time::timeout(DRAIN, handle).await.ok().and_then(Result::ok).unwrap_or_default(),
+        Some(mut handle) => match tokio::time::timeout(DRAIN, &mut handle).await {
+            Ok(tail) => tail.unwrap_or_default(),
+            Err(_) => {
+                // Something outside every mechanism still holds the pipe: give up on it, and close our end.
+                handle.abort();
+                String::new()
+            }
+        },
         None => String::new(),
     };
+    drop(guard);
     Ok(Ended { exit: ExitInfo { code: status.code(), signal: status.signal() }, stop, stderr_tail, skipped_lines })
 }
 

@@ -3,12 +3,11 @@
 
 mod claude;
 mod cli;
-mod support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::{self, Driver, HttpServer, data_dir, enqueue, tasks};
 use serde_json::{Value, json};
-use support::{Driver, HttpServer, data_dir, enqueue, tasks};
 
 const LONG: Duration = Duration::from_secs(30);
 /// What the server logs when a poll ends because its client cancelled it or went away.
@@ -279,7 +278,7 @@ fn stdio_server_exits_at_once_when_stdin_closes_even_with_a_poll_waiting() {
     let mut child = std::process::Command::new(support::BIN)
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["mcp", "queue", "--timeout=50"])
+        .args(["mcp", "queue", "--timeout=50", "--progress-interval=50ms"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -305,9 +304,12 @@ fn stdio_server_exits_at_once_when_stdin_closes_even_with_a_poll_waiting() {
     let text: Value = serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     send(
         &mut stdin,
-        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "worker_poll", "arguments": {"worker_id": text["worker_id"]}}}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "worker_poll", "arguments": {"worker_id": text["worker_id"]}, "_meta": {"progressToken": "p"}}}),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // A progress notification comes only from a poll that is waiting.
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("notifications/progress"), "the poll waits: {line}");
     drop(stdin);
     let started = Instant::now();
     let status = loop {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{FakeBotApi, TOKEN, repo, run_bin, tool};
+use crate::support::{FakeBotApi, TOKEN, repo_root, run_bin, tool};
 
 fn server<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["servers"].as_array().and_then(|s| s.iter().find(|s| s["name"] == name)).unwrap_or_else(|| {
@@ -17,7 +17,7 @@ async fn shipped_registry_is_healthy_with_a_token() {
     tool("mcp-server-filesystem");
     tool("mcp-server-fetch");
     let api = FakeBotApi::start().await;
-    let root = repo();
+    let root = repo_root();
     let root = root.to_string_lossy();
     let (code, stdout, stderr) = run_bin(
         &["--root", &root, "check", "--json"],
@@ -29,6 +29,9 @@ async fn shipped_registry_is_healthy_with_a_token() {
     assert!(!stdout.contains("sEcReT") && !stderr.contains("sEcReT"), "the token leaked: {stdout} {stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("check --json prints JSON");
     assert_eq!(report["ok"], true);
+    // This machine has cgroup v1: the process tree; on a delegated cgroup v2 the cgroup.
+    let containment = report["containment"].as_str().unwrap_or_default();
+    assert!(containment.starts_with("process tree") || containment.starts_with("cgroup v2"), "{report}");
     let tools = |name: &str| -> Vec<String> {
         let s = server(&report, name);
         assert_eq!(s["status"], "ok", "{s}");
@@ -46,7 +49,7 @@ async fn shipped_registry_is_healthy_with_a_token() {
 
 #[tokio::test]
 async fn a_missing_token_is_named_in_the_table_and_fails_the_check() {
-    let root = repo();
+    let root = repo_root();
     let root = root.to_string_lossy();
     let (code, stdout, stderr) = run_bin(&["--root", &root, "check", "telegram"], &[], &std::env::temp_dir()).await;
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");

@@ -10,7 +10,7 @@ use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
-use crate::support::{BIN, call, repo, stdio_client, tool, tools_path};
+use crate::support::{BIN, call, repo_root, stdio_client, tool, tools_path};
 
 /// A client that behaves like the Claude Code CLI: it offers `roots` and answers with its cwd.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ async fn connect(program: &Path, args: &[String], cwd: &Path) -> RunningService<
 
 /// The registry entry as shipped.
 fn shipped_entry(name: &str) -> (String, Vec<String>) {
-    let text = std::fs::read_to_string(repo().join(".claude/mcp_servers.json")).expect("read the registry");
+    let text = std::fs::read_to_string(repo_root().join(".claude/mcp_servers.json")).expect("read the registry");
     let registry: Value = serde_json::from_str(&text).expect("registry JSON");
     let entry = &registry["mcpServers"][name];
     let command = entry["command"].as_str().expect("command").to_owned();

@@ -1,8 +1,8 @@
-//! Helpers for the queue's black-box tests: the built binary, the official Python MCP client
-//! (driven line by line through `clients/driver.py`), and a Streamable HTTP server process.
+//! The queue's black-box clients: the official Python MCP client (driven line by line through
+//! `driver.py`), a Streamable HTTP server process, and `enqueue`/`tasks`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
@@ -10,20 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-workers");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The project's tools (the real Claude Code CLI, the Python MCP SDK). Never skip silently.
-pub fn python() -> PathBuf {
-    let root = root();
-    assert!(root.join(".tools/bin/claude").exists(), "run scripts/setup.sh --tools-only");
-    let python = root.join(".tools/venv/bin/python");
-    assert!(python.exists(), "run scripts/setup.sh --tools-only");
-    python
-}
+use super::{BIN, python, repo_root};
 
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -133,7 +120,7 @@ pub struct Driver {
 impl Driver {
     fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(python())
-            .arg(root().join("tests/queue/clients/driver.py"))
+            .arg(repo_root().join("tests/e2e/support/driver.py"))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
