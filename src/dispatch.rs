@@ -59,6 +59,9 @@ pub struct Stopping {
     pub drain: CancellationToken,
     /// Running workers are stopped (kind `shutdown`) once this fires.
     pub kill: CancellationToken,
+    /// Workers being stopped are killed at once, without their kill grace, once this fires (a
+    /// second signal).
+    pub force: CancellationToken,
     /// Queued actions stay unanswered at shutdown (a journal will run them after a restart)
     /// instead of getting a `shutdown` result.
     pub keep_unstarted: bool,
@@ -66,8 +69,8 @@ pub struct Stopping {
 
 impl Stopping {
     /// One token for everything, and every unfinished action answered: the stdin filter.
-    pub fn immediate(shutdown: &CancellationToken) -> Self {
-        Self { drain: shutdown.clone(), kill: shutdown.clone(), keep_unstarted: false }
+    pub fn immediate(shutdown: &CancellationToken, force: &CancellationToken) -> Self {
+        Self { drain: shutdown.clone(), kill: shutdown.clone(), force: force.clone(), keep_unstarted: false }
     }
 }
 
@@ -290,7 +293,11 @@ impl Shared {
                 let waited = queued.accepted.elapsed();
                 let admitted = queued.admitted;
                 let (task_id, origin) = (admitted.job.action.task_id.clone(), admitted.job.action.origin);
-                let stopper = Stopper { cancel: admitted.cancel.clone(), shutdown: this.stopping.kill.clone() };
+                let stopper = Stopper {
+                    cancel: admitted.cancel.clone(),
+                    shutdown: this.stopping.kill.clone(),
+                    force: this.stopping.force.clone(),
+                };
                 let (ack, recorded) = oneshot::channel();
                 let refused = if this.out.send(Event::Started { task_id: task_id.clone(), ack }).await.is_ok() {
                     recorded.await.unwrap_or(Ok(())).err()

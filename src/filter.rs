@@ -19,14 +19,21 @@ use crate::settings::DaemonSettings;
 
 /// The filter itself, over any reader and writer: reads lines until end of input or shutdown,
 /// then waits for every accepted action's result to be written.
-pub async fn serve_lines<R, W>(settings: Arc<DaemonSettings>, input: R, output: W, shutdown: CancellationToken)
-where
+/// `force` (a second signal) kills workers being stopped without their grace.
+pub async fn serve_lines<R, W>(
+    settings: Arc<DaemonSettings>,
+    input: R,
+    output: W,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (out_tx, out_rx) = mpsc::channel::<Event>(1024);
     let writer = tokio::spawn(write_lines(out_rx, output, shutdown.clone()));
-    let (dispatcher, finished) = Dispatcher::start(settings.clone(), out_tx.clone(), Stopping::immediate(&shutdown));
+    let (dispatcher, finished) =
+        Dispatcher::start(settings.clone(), out_tx.clone(), Stopping::immediate(&shutdown, &force));
 
     let mut lines = BoundedLines::new(BufReader::new(input), settings.max_line_bytes);
     let mut number = 0u64;

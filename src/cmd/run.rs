@@ -20,7 +20,7 @@ pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode
     let settings = Arc::new(args.worker.settings(global, NeedClaude::Yes)?);
     crate::protocol::schema::warm_up();
     let shutdown = CancellationToken::new();
-    crate::shutdown::on_signals(shutdown.clone())?;
+    let force = crate::shutdown::on_signals(shutdown.clone())?;
     let _containment = crate::worker::process::Containment::start()?;
     info!(
         max_workers = settings.max_workers,
@@ -28,6 +28,6 @@ pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode
         claude = %settings.worker.cli.claude.display(),
         "reading actions from stdin"
     );
-    crate::filter::serve_lines(settings, tokio::io::stdin(), tokio::io::stdout(), shutdown).await;
+    crate::filter::serve_lines(settings, tokio::io::stdin(), tokio::io::stdout(), shutdown, force).await;
     Ok(ExitCode::SUCCESS)
 }

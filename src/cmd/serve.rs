@@ -90,8 +90,15 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
     let addr = listener.local_addr().context("no local address")?;
     let queue = crate::mcp::queue::start(&settings.data_dir, &settings.queue, &shutdown)?;
     let journal = Arc::new(Journal::open(&settings.data_dir).context("cannot open the store")?);
-    let running =
-        Service::start(settings.daemon.clone(), journal, queue, settings.api_token.clone(), shutdown.clone()).await?;
+    let running = Service::start(
+        settings.daemon.clone(),
+        journal,
+        queue,
+        settings.api_token.clone(),
+        shutdown.clone(),
+        force.clone(),
+    )
+    .await?;
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving /v1/actions, /v1/events and MCP at /mcp");
     // The address goes to stderr too, for scripts that bind port 0.
     eprintln!("listening on http://{addr}/mcp");

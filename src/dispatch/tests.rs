@@ -104,8 +104,12 @@ async fn next_result(rx: &mut mpsc::Receiver<Event>) -> WorkerResult {
 async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (dispatcher, finished) =
-        Dispatcher::start_with(settings(1), Box::new(Scripted), tx, Stopping::immediate(&shutdown));
+    let (dispatcher, finished) = Dispatcher::start_with(
+        settings(1),
+        Box::new(Scripted),
+        tx,
+        Stopping::immediate(&shutdown, &CancellationToken::new()),
+    );
     for item in items(&[("p", "panic"), ("q", "ok")]) {
         dispatcher.submit(item).await;
     }
@@ -135,8 +139,12 @@ async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id()
 async fn a_dropped_admission_gives_its_id_back_but_not_a_later_ones() {
     let (tx, _rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (dispatcher, _finished) =
-        Dispatcher::start_with(settings(1), Box::new(Scripted), tx, Stopping::immediate(&shutdown));
+    let (dispatcher, _finished) = Dispatcher::start_with(
+        settings(1),
+        Box::new(Scripted),
+        tx,
+        Stopping::immediate(&shutdown, &CancellationToken::new()),
+    );
     let mut it = items(&[("a", "ok")]).into_iter();
     let Some(Item::Spawn(action)) = it.next() else { panic!("expected a spawn") };
     let first = dispatcher.admit(action.clone()).expect("admitted");
@@ -153,8 +161,12 @@ async fn a_dropped_admission_gives_its_id_back_but_not_a_later_ones() {
 async fn shutdown_answers_running_and_queued_actions_once_each() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (dispatcher, finished) =
-        Dispatcher::start_with(settings(1), Box::new(Scripted), tx, Stopping::immediate(&shutdown));
+    let (dispatcher, finished) = Dispatcher::start_with(
+        settings(1),
+        Box::new(Scripted),
+        tx,
+        Stopping::immediate(&shutdown, &CancellationToken::new()),
+    );
     for item in items(&[("w", "wait"), ("x", "ok"), ("y", "ok")]) {
         dispatcher.submit(item).await;
     }
@@ -194,8 +206,12 @@ async fn a_start_the_journal_could_not_record_never_runs() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (dispatcher, finished) =
-        Dispatcher::start_with(settings(1), Box::new(Counting(runs.clone())), tx, Stopping::immediate(&shutdown));
+    let (dispatcher, finished) = Dispatcher::start_with(
+        settings(1),
+        Box::new(Counting(runs.clone())),
+        tx,
+        Stopping::immediate(&shutdown, &CancellationToken::new()),
+    );
     for item in items(&[("a", "ok")]) {
         dispatcher.submit(item).await;
     }

@@ -89,10 +89,11 @@ impl Service {
         queue: Arc<Queue>,
         api_token: Option<String>,
         draining: CancellationToken,
+        force: CancellationToken,
     ) -> anyhow::Result<Running> {
         let (tx, rx) = mpsc::channel(1024);
         let kill = CancellationToken::new();
-        let stopping = Stopping { drain: draining.clone(), kill: kill.clone(), keep_unstarted: true };
+        let stopping = Stopping { drain: draining.clone(), kill: kill.clone(), force, keep_unstarted: true };
         let (dispatcher, finished) = Dispatcher::start(settings.clone(), tx.clone(), stopping);
         let (events, _) = broadcast::channel(4096);
         let service = Arc::new(Service {

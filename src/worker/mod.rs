@@ -57,6 +57,8 @@ pub struct Stopper {
     pub cancel: CancellationToken,
     /// The daemon's shutdown token: tells a shutdown from a cancellation.
     pub shutdown: CancellationToken,
+    /// Fires on a second signal: a worker being stopped is killed without its kill grace.
+    pub force: CancellationToken,
 }
 
 impl Stopper {
@@ -128,7 +130,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         action.timeout,
         &stopper.cancel,
         || stopper.reason(),
-        settings.kill_grace,
+        process::Grace { period: settings.kill_grace, skip: stopper.force.clone() },
         |line| {
             let was_init = transcript.init_seen;
             transcript.feed(line);

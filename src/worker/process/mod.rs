@@ -138,9 +138,10 @@ pub async fn run(
     deadline: Duration,
     cancel: &CancellationToken,
     cancel_stop: impl Fn() -> Stop,
-    grace: Duration,
+    grace: impl Into<Grace>,
     mut on_line: impl FnMut(&str) -> Verdict,
 ) -> io::Result<Ended> {
+    let grace = grace.into();
     let marker = Marker::register();
     let mut command = Command::new(&plan.program);
     command
@@ -216,7 +217,7 @@ pub async fn run(
 
     let status = match status {
         Some(status) => status,
-        None => terminate(&mut child, pid, grace, &mut lines).await?,
+        None => terminate(&mut child, pid, &grace, &mut lines).await?,
     };
     // The CLI is gone (and reaped): kill whatever is left of its group (servers it did not
     // reap), then its cgroup and everything that escaped with the worker's marker.
@@ -257,29 +258,46 @@ pub async fn run(
     Ok(Ended { exit: ExitInfo { code: status.code(), signal: status.signal() }, stop, stderr_tail, skipped_lines })
 }
 
-/// SIGTERM to the CLI, up to `grace` for it to exit (draining its stdout meanwhile so it never
+/// How long a child being stopped may take after SIGTERM; `skip` (a second signal) ends it at once.
+#[derive(Debug, Clone, Default)]
+pub struct Grace {
+    pub period: Duration,
+    pub skip: CancellationToken,
+}
+
+impl From<Duration> for Grace {
+    fn from(period: Duration) -> Self {
+        Self { period, skip: CancellationToken::new() }
+    }
+}
+
+/// SIGTERM to the CLI, up to the grace for it to exit (draining its stdout meanwhile so it never
 /// blocks on a full pipe), then SIGKILL to the whole group.
 async fn terminate<R: tokio::io::AsyncBufRead + Unpin>(
     child: &mut Child,
     pid: Option<Pid>,
-    grace: Duration,
+    grace: &Grace,
     lines: &mut BoundedLines<R>,
 ) -> io::Result<std::process::ExitStatus> {
     if let Some(pid) = pid {
         let _ = kill(pid, Signal::SIGTERM);
     }
-    let graceful = tokio::time::timeout(grace, async {
+    let exit = async {
         loop {
             tokio::select! {
-                exited = child.wait() => return exited,
-                item = lines.next_line() => if !matches!(item, Ok(Some(_))) { return child.wait().await },
+                exited = child.wait() => return Some(exited),
+                item = lines.next_line() => if !matches!(item, Ok(Some(_))) { return Some(child.wait().await) },
             }
         }
-    })
-    .await;
+    };
+    let graceful = tokio::select! {
+        exited = exit => exited,
+        () = tokio::time::sleep(grace.period) => None,
+        () = grace.skip.cancelled() => None,
+    };
     match graceful {
-        Ok(status) => status,
-        Err(_) => {
+        Some(status) => status,
+        None => {
             if let Some(pgid) = pid {
                 let _ = killpg(pgid, Signal::SIGKILL);
             }

@@ -173,3 +173,31 @@ async fn a_setsid_grandchild_that_ignores_term_dies_with_the_worker_and_holds_up
     }
     assert!(!alive(grandchild), "the escaped grandchild {grandchild} is still running");
 }
+
+#[tokio::test]
+async fn a_skipped_grace_kills_a_term_ignoring_child_at_once() {
+    // An hour of grace, on the real clock: only the skip (a second signal) can end it in time.
+    let plan = sh("trap '' TERM; echo ready; while :; do sleep 1; done");
+    let (cancel, skip) = (CancellationToken::new(), CancellationToken::new());
+    let grace = super::Grace { period: HOUR, skip: skip.clone() };
+    let started = Instant::now();
+    let ended = run(
+        &plan,
+        HOUR,
+        &cancel,
+        || Stop::Shutdown,
+        grace,
+        |line| {
+            if line == "ready" {
+                skip.cancel();
+                Verdict::Stop(Stop::Shutdown)
+            } else {
+                Verdict::Continue
+            }
+        },
+    )
+    .await
+    .expect("sh starts");
+    assert_eq!((ended.stop, ended.exit.signal), (Some(Stop::Shutdown), Some(9)), "{ended:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the grace was skipped: {:?}", started.elapsed());
+}
