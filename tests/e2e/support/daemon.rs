@@ -356,6 +356,8 @@ impl SseReader {
     /// The next event, with its id if it has one (an event whose journal write is being retried
     /// has none).
     pub async fn next_event(&mut self) -> (Option<i64>, String, Value) {
+        // Keep-alive comments do not extend the wait.
+        let deadline = tokio::time::Instant::now() + LINE_LIMIT;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -374,7 +376,7 @@ impl SseReader {
                 }
                 continue;
             }
-            let chunk = tokio::time::timeout(LINE_LIMIT, self.response.chunk()).await.expect("an event in time");
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.expect("an event in time");
             match chunk.expect("read events") {
                 Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
                 None => panic!("the event stream ended"),
