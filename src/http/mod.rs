@@ -114,12 +114,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
     let server = axum::serve(listener, app(running.service.clone(), guard, &shutdown))
         .with_graceful_shutdown(async move { stop.cancelled().await });
     let mut server = tokio::spawn(async move { server.await });
+    let notifier = crate::service::notify::ready(&running.service);
     // Normally a signal ends this; if the HTTP server itself fails, stop the same orderly way.
     let failed = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = &mut server => Some(ended),
     };
     shutdown.cancel();
+    notifier.stopping(running.service.dispatcher.running());
     running.stop(args.shutdown_grace).await;
     http_stop.cancel();
     let ended = match failed {

@@ -3,10 +3,12 @@
 //! and published to `GET /v1/events` subscribers. After a crash, [`Service::start`] answers what
 //! was running with `interrupted` and runs what had not started.
 //!
-//! `api.rs` holds the HTTP routes, `metrics.rs` the `/metrics` counters.
+//! `api.rs` holds the HTTP routes, `metrics.rs` the `/metrics` counters, `notify.rs` systemd's
+//! readiness, status and watchdog notifications.
 
 pub mod api;
 pub mod metrics;
+pub mod notify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,7 @@
 //! against a scripted stand-in for the Anthropic Messages API (`support::fake_model`).
 
 mod fake_model_smoke;
+mod notify;
 mod queue_drain;
 mod run;
 mod serve;
