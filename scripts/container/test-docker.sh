@@ -129,7 +129,7 @@ check "after a restart on the same volume the journal holds the worker's result:
 
 # --- run: action lines on stdin -----------------------------------------------------------------
 t=$(now)
-printf '%s\n' '{"actions":[{"type":"spawn_worker","taskId":"r1","task":"Say hello","servers":[]}]}' \
+printf '%s\n' '{"actions":[{"type":"spawn_worker","taskId":"r1","task":"Say hello","servers":["filesystem"]}]}' \
   '{"actions":[{"type":"spawn_worker","taskId":"r2","task":"Say hello again","servers":["filesystem"]}]}' |
   docker run -i --rm --no-healthcheck --network "container:$P-model" --env-file "$ENVF" "$IMAGE" run \
     > "$S/run.out" 2> "$S/run.err" || true

@@ -31,7 +31,10 @@ engine_up
 S=$(mktemp -d)
 at_exit "rm -rf $S"
 scripts/container/base-images.sh
-if ! docker image inspect "$DAEMON_IMAGE" > /dev/null 2>&1; then
+# MCP_WORKERS_TEST_BINARY=target/release/mcp-workers: test that binary instead (built on a system
+# with bookworm's glibc or an older one).
+BINARY=${MCP_WORKERS_TEST_BINARY:-}
+if [ -z "$BINARY" ] && ! docker image inspect "$DAEMON_IMAGE" > /dev/null 2>&1; then
   fail "no $DAEMON_IMAGE: run scripts/container/test-docker.sh first (it builds the image)"
   exit 1
 fi
@@ -49,9 +52,11 @@ for n in 1 2 3 4 5; do
 done
 cp -r .claude profiles .env.example "$S/ctx/src/"
 cp -r deploy/docker deploy/systemd "$S/ctx/src/deploy/"
-cid=$(docker create "$DAEMON_IMAGE")
-docker cp "$cid:/usr/local/bin/mcp-workers" "$S/ctx/src/target/release/mcp-workers"
-docker rm "$cid" > /dev/null
+if [ -n "$BINARY" ]; then cp "$BINARY" "$S/ctx/src/target/release/mcp-workers"; else
+  cid=$(docker create "$DAEMON_IMAGE")
+  docker cp "$cid:/usr/local/bin/mcp-workers" "$S/ctx/src/target/release/mcp-workers"
+  docker rm "$cid" > /dev/null
+fi
 cat > "$S/ctx/Dockerfile" <<DOCKERFILE
 FROM mcp-workers-base/debian:bookworm
 RUN apt-get update \\
@@ -99,11 +104,11 @@ if wait_until 60 booted; then pass "systemd booted ($(elapsed "$t") s)"; else
 
 # The secrets file of step 4 gets the test's settings; a drop-in shortens the watchdog for the test.
 printf '%s\n' "ANTHROPIC_API_KEY=dummy-for-the-stand-in" "ANTHROPIC_BASE_URL=$MODEL_URL" \
-  "MCP_WORKERS_SHUTDOWN_GRACE=3s" | in_c sh -c 'umask 077 && cat > /etc/mcp-workers/env'
+  "MCP_WORKERS_SHUTDOWN_GRACE=3s" | docker exec -i "$C" sh -c 'umask 077 && cat > /etc/mcp-workers/env'
 in_c sh -c 'mkdir -p /etc/systemd/system/mcp-workers.service.d && printf "[Service]\nWatchdogSec=3s\n" \
   > /etc/systemd/system/mcp-workers.service.d/test-watchdog.conf'
 prop() { in_c systemctl show -p "$1" --value mcp-workers; }
-healthz() { in_c curl -fsS -m 2 http://127.0.0.1:8787/healthz; }
+healthz() { in_c curl -fsS -m 2 -o /dev/null http://127.0.0.1:8787/healthz; }
 api() { in_c curl -sS -m 60 -H 'content-type: application/json' "$@"; }
 
 # --- start (step 5) ---------------------------------------------------------------------------
@@ -114,19 +119,35 @@ check "the unit is active, Type=$(prop Type)" sh -c "test \"\$(docker exec $C sy
 check "Type=notify" test "$(prop Type)" = notify
 check "/healthz answers once systemctl start returns" healthz
 status() { prop StatusText | grep -q "$1"; }
-check "STATUS= line: '$(prop StatusText)'" wait_until 10 status 'running, .* waiting'
+# check_status PATTERN: the unit's status line comes to match PATTERN.
+check_status() {
+  if wait_until 10 status "$1"; then pass "STATUS= line: '$(prop StatusText)'"; else
+    fail "STATUS= line '$(prop StatusText)' does not match '$1'"; fi
+}
+check_status '^0 running, 0 waiting$'
 readme_check=$(sed -n '/^sudo systemd-run --pipe --wait/,/check$/p' deploy/systemd/README.md | sed 's/^sudo //; s/\\$//' | tr -d '\n')
 in_c sh -c "$readme_check" > "$S/check.out" 2>&1 || true
 check "the README's check line: the queue server ok" grep -Eq '^queue +ok ' "$S/check.out"
+
+# --- a worker under the unit's sandbox: the real CLI, Node's server-filesystem ---------------------
+out=$(api -XPOST 'http://127.0.0.1:8787/v1/actions?wait=true' -d '{"actions":[{"type":"spawn_worker",
+  "taskId":"w1","task":"Write '"'written under systemd'"' to /opt/mcp-workers/workspace/from-systemd.txt",
+  "servers":["filesystem"]}]}')
+if [ "$(json_get "$out" '.results[0].success')" = true ]; then pass "a worker under the unit: success"; else
+  fail "a worker under the unit: $(json_get "$out" '.results[0].error // .')"; fi
+check "its filesystem server wrote the file" \
+  test "$(in_c cat /opt/mcp-workers/workspace/from-systemd.txt 2>/dev/null)" = "written under systemd"
 
 # --- stop with a worker running -----------------------------------------------------------------
 api -XPOST http://127.0.0.1:8787/v1/actions -d '{"actions":[{"type":"spawn_worker","taskId":"hold1",
   "task":"Hold until stopped","servers":["filesystem"],"timeout":300000}]}' > /dev/null
 running() { test "$(api http://127.0.0.1:8787/v1/tasks/hold1 | jq -r .state)" = running; }
 check "a worker is running under the unit" wait_until 30 running
-check "STATUS= shows it: '$(prop StatusText)'" wait_until 10 status '1 running'
+check_status '^1 running, 0 waiting$'
 # The unit's cgroup as the kernel names it (the host's cgroup namespace: see the docker run above).
 cg=$(in_c sed -n 's/^[0-9]*:name=systemd://p' "/proc/$(prop MainPID)/cgroup")
+n=$(in_c cat "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | wc -l)
+check "the unit's cgroup holds the daemon, the worker's CLI and its server ($n processes)" test "$n" -ge 3
 t=$(now)
 in_c systemctl stop mcp-workers
 took=$(elapsed "$t")
@@ -136,8 +157,10 @@ check "the stop was clean: Result=$(prop Result)" test "$(prop Result)" = succes
 left=$(in_c sh -c "cat /sys/fs/cgroup/systemd$cg/cgroup.procs 2>/dev/null; pgrep -u mcp-workers" || true)
 check "nothing left in the unit's cgroup ($cg) or of its user" test -z "$left"
 in_c systemctl start mcp-workers
-kind=$(api http://127.0.0.1:8787/v1/tasks/hold1 | jq -r '.result.error.kind // "none"')
-check "after the next start the journal holds the worker's result: $kind" test "$kind" = shutdown
+got=$(api http://127.0.0.1:8787/v1/tasks/hold1)
+kind=$(json_get "$got" '.result.error.kind // "none"')
+if [ "$kind" = shutdown ]; then pass "after the next start the journal holds the worker's result: shutdown"; else
+  fail "after the next start the journal holds the worker's result: $(json_get "$got" '.result.error // .')"; fi
 
 # --- SIGKILL ------------------------------------------------------------------------------------
 restarted() { # OLD_PID: a new main process that is active and answers
