@@ -70,7 +70,7 @@ COPY --from=mcp-workers-base/node:22-bookworm-slim /usr/local/lib/node_modules/n
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 ENV container=docker NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
-COPY src/deploy /src/deploy
+COPY src/deploy/docker /src/deploy/docker
 COPY step3.sh /steps/
 RUN bash /steps/step3.sh
 COPY src /src
