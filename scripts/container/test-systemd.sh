@@ -125,6 +125,12 @@ check_status() {
     fail "STATUS= line '$(prop StatusText)' does not match '$1'"; fi
 }
 check_status '^0 running, 0 waiting$'
+# ReadOnlyPaths=/run: in the daemon's mount namespace /run and /run/lock are read-only (the last
+# mount at a path is the one on top).
+rw_run=$(in_c awk '$5 == "/run" || $5 == "/run/lock" { top[$5] = $6 } END { for (m in top) print m " " top[m] }' \
+  "/proc/$(prop MainPID)/mountinfo")
+check "/run and /run/lock read-only for the service: $(echo "$rw_run" | tr '\n' ';')" \
+  sh -c "[ -n '$rw_run' ] && ! printf '%s\n' '$rw_run' | grep -Eqv ' ro(,|\$)'"
 readme_check=$(sed -n '/^sudo systemd-run --pipe --wait/,/check$/p' deploy/systemd/README.md | sed 's/^sudo //; s/\\$//' | tr -d '\n')
 in_c sh -c "$readme_check" > "$S/check.out" 2>&1 || true
 check "the README's check line: the queue server ok" grep -Eq '^queue +ok ' "$S/check.out"
