@@ -57,6 +57,8 @@ wait_until() {
 # ct_network NAME IFACE: a bridge network whose traffic cannot leave it (only the host's own
 # loopback-published ports reach in). Removed on exit.
 ct_network() {
+  # Left by a run that was killed: its containers first, then the network.
+  docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$1" 2> /dev/null | xargs -r docker rm -f > /dev/null 2>&1 || true
   docker network rm "$1" > /dev/null 2>&1 || true
   docker network create --driver bridge -o "com.docker.network.bridge.name=$2" "$1" > /dev/null
   at_exit "docker network rm $1"

@@ -85,6 +85,7 @@ ENVF=$S/env
 (umask 077 && printf 'Authorization: Bearer %s\n' "$TOKEN" > "$S/auth")
 api() { curl -sS -m 120 -H @"$S/auth" -H 'content-type: application/json' "$@"; }
 url() { printf 'http://127.0.0.1:%s%s' "$PORT" "$1"; }
+docker rm -f "$P-serve" > /dev/null 2>&1 || true   # left by a run that was killed
 for v in data ws; do docker volume rm -f "$P-$v" > /dev/null 2>&1 || true; at_exit "docker volume rm -f $P-$v"; done
 health() { test "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy; }
 
@@ -168,6 +169,7 @@ YAML
 compose() { (cd "$C" && docker-compose -p "$P" -f compose.yaml -f compose.test.yaml "$@"); }
 ct_drop_forwarding mcpwcompose0
 at_exit "(cd '$C' && docker-compose -p $P -f compose.yaml -f compose.test.yaml down -v -t 5)"
+compose down -v -t 5 > /dev/null 2>&1 || true   # left by a run that was killed
 if curl -s -m 1 -o /dev/null http://127.0.0.1:8787/; then
   fail "docker-compose: 127.0.0.1:8787 (compose.yaml's port) is taken on this machine"
 else
