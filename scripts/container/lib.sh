@@ -66,6 +66,7 @@ ct_network() {
 }
 # ct_drop_forwarding IFACE: drop whatever a container on IFACE sends beyond IFACE.
 ct_drop_forwarding() {
+  while iptables -D DOCKER-USER -i "$1" ! -o "$1" -j DROP 2> /dev/null; do :; done   # a killed run's
   iptables -I DOCKER-USER -i "$1" ! -o "$1" -j DROP
   at_exit "iptables -D DOCKER-USER -i $1 ! -o $1 -j DROP"
 }

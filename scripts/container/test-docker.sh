@@ -41,8 +41,11 @@ scripts/container/base-images.sh
 # layer. Only when there is no .env already: a user's own is left alone (and that check skipped).
 TOKEN=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
 canary=
+CANARY_MARK='# canary of scripts/container/test-docker.sh: not a real secret'
+# One that a killed run left behind is ours to remove.
+if [ "$(head -n 1 .env 2>/dev/null)" = "$CANARY_MARK" ]; then rm -f .env; fi
 if [ ! -e .env ]; then
-  (umask 077 && printf 'MCP_WORKERS_API_TOKEN=%s\nANTHROPIC_API_KEY=%s\n' "$TOKEN" "$TOKEN" > .env)
+  (umask 077 && printf '%s\nMCP_WORKERS_API_TOKEN=%s\nANTHROPIC_API_KEY=%s\n' "$CANARY_MARK" "$TOKEN" "$TOKEN" > .env)
   at_exit "rm -f '$PWD/.env'"
   canary=1
 fi
