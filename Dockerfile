@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # mcp-workers: the daemon, the pinned Claude Code CLI and the runtimes of the registry's servers.
 #
 #   docker build -t mcp-workers .
@@ -15,12 +13,17 @@
 # Node 22 rather than 20: Node 20 reached end of life in April 2026 (the CLI itself is a native
 # binary; Node runs server-filesystem and readabilipy's helper, which both support 20 and 22).
 
+# No `# syntax=` line: it makes BuildKit pull a frontend image. The base images are arguments, so the
+# image builds where no registry is reachable from base images made locally
+# (scripts/container/base-images.sh makes them, and prints the --build-arg lines that select them).
 ARG RUST_VERSION=1.95
 ARG NODE_VERSION=22
 ARG DEBIAN_RELEASE=bookworm
+ARG RUST_IMAGE=rust:${RUST_VERSION}-${DEBIAN_RELEASE}
+ARG NODE_IMAGE=node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim
 
 # ---------------------------------------------------------------------------------------------
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 
 # Dependencies first, in a layer that stays cached until Cargo.toml or Cargo.lock change:
@@ -30,16 +33,18 @@ COPY deploy/docker/cargo-skeleton.sh /usr/local/bin/cargo-skeleton
 RUN cargo-skeleton && cargo build --release --locked
 
 # Then the real sources. `touch` makes them newer than the stand-ins, whatever mtimes COPY keeps.
+# The binary is installed stripped: the image carries no debug info (137 MB of it unstripped).
 COPY src ./src
 COPY schema ./schema
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
  && install -m 0755 target/release/mcp-workers /usr/local/bin/mcp-workers \
+ && strip /usr/local/bin/mcp-workers \
  && /usr/local/bin/mcp-workers --version
 
 # ---------------------------------------------------------------------------------------------
-FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS runtime
+FROM ${NODE_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # tini: PID 1, forwards SIGTERM to the daemon and reaps orphans (an MCP server that a killed CLI left

@@ -3,6 +3,8 @@
 //!
 //! - a task of the form `Write 'TEXT' to /abs/path` makes the "model" call the filesystem
 //!   server's `write_file`, then report what the tool answered;
+//! - a task that says `Hold until stopped` gets no answer until the stand-in stops, so its worker runs
+//!   until it is stopped (the container and systemd tests stop a daemon with a worker running);
 //! - any other task gets a one-line answer saying this is a stand-in.
 //!
 //! Prints `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT` on stdout, then serves until killed.
@@ -11,7 +13,7 @@
 #[path = "../tests/e2e/support/fake_model.rs"]
 mod fake_model;
 
-use fake_model::{FakeModel, Request, Step, text, tool_use};
+use fake_model::{FakeModel, Request, Step, hang, text, tool_use};
 use serde_json::json;
 
 fn step(request: &Request) -> Step {
@@ -24,6 +26,9 @@ fn step(request: &Request) -> Step {
         };
     }
     let task = request.task();
+    if task.contains("Hold until stopped") {
+        return hang();
+    }
     let parsed = task
         .split_once("Write '")
         .and_then(|(_, rest)| rest.split_once("' to "))

@@ -2,6 +2,9 @@
 # The project's test command (README, CI): pinned tools, formatting, lints, the deployment files'
 # validators (hadolint, docker-compose config, systemd-analyze verify), then every test. The
 # end-to-end tests run the real Claude Code CLI and real MCP servers against local stand-ins.
+# Then the container tests (scripts/container/): the Docker image and the systemd unit, built and
+# run for real. They need root, and install and start a container engine when none runs (stopping
+# it again); MCP_WORKERS_SKIP_CONTAINER_TESTS=1 skips them. CI runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tools-only
@@ -9,3 +12,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 scripts/validate-deploy.sh
 cargo test --locked "$@"
+if [ "${MCP_WORKERS_SKIP_CONTAINER_TESTS:-}" = 1 ]; then
+  echo "container tests skipped (MCP_WORKERS_SKIP_CONTAINER_TESTS=1)"
+else
+  scripts/container/tests.sh
+fi

@@ -6,6 +6,9 @@
 #                    + the builder's dependency layer: `cargo fetch --locked` on Cargo.toml, Cargo.lock
 #                      and the stand-ins of deploy/docker/cargo-skeleton.sh, and nothing else
 #                    + the pinned tool versions in deploy/docker/ equal those of scripts/setup.sh
+#                    + the image's Python lock resolves, complete, for the image's Python (Debian
+#                      bookworm's 3.11.2: `pip download --python-version`), and every package of
+#                      its npm locks accepts the image's Node (the `engines` ranges)
 #   compose.yaml     `docker-compose config -q` (Debian's docker-compose) and the Compose
 #                    specification's JSON Schema (check-jsonschema 0.39.0, vendor.compose-spec),
 #                    both with .env made from .env.example
@@ -24,6 +27,8 @@ VENV=$ROOT/.tools/validate
 HADOLINT_VERSION=2.15.1
 CHECK_JSONSCHEMA_VERSION=0.39.0
 MAX_EXPOSURE=25   # systemd-analyze security --threshold: exposure 2.5 on its 0-10 scale
+IMAGE_PYTHON_VERSION=3.11.2   # python3 of the runtime stage (Debian bookworm); test-docker.sh checks it
+IMAGE_NODE_VERSION=$(sed -n 's/^NODE_PKG_VERSION=//p' scripts/container/base-images.sh)
 
 export DEBIAN_FRONTEND=noninteractive
 exec < /dev/null
@@ -111,6 +116,34 @@ v=$(setup_pin PYTHON_MCP_VERSION)
 check_pin "mcp (Python SDK)" "$v" deploy/docker/requirements.txt "mcp==$v"
 show "compare the pins of scripts/setup.sh with deploy/docker/{package.json,requirements.txt} and Dockerfile"
 if [ -n "$pins_ok" ]; then pass "image pins equal scripts/setup.sh"; else fail "image pins differ from scripts/setup.sh"; fi
+
+show "$VENV/bin/pip download --python-version $IMAGE_PYTHON_VERSION --only-binary=:all: -r deploy/docker/requirements.txt"
+pins=$(grep -cE '^[A-Za-z0-9_.-]+==' deploy/docker/requirements.txt)
+if "$VENV/bin/pip" download --quiet --disable-pip-version-check --python-version "$IMAGE_PYTHON_VERSION" \
+  --only-binary=:all: -d "$SCRATCH/wheels" -r deploy/docker/requirements.txt >&2; then
+  got=$(find "$SCRATCH/wheels" -name '*.whl' | wc -l)
+  if [ "$got" = "$pins" ]; then
+    pass "deploy/docker/requirements.txt resolves for Python $IMAGE_PYTHON_VERSION ($pins pins, nothing missing)"
+  else
+    fail "deploy/docker/requirements.txt: $pins pins, but Python $IMAGE_PYTHON_VERSION needs $got packages (the lock is incomplete)"
+  fi
+else
+  fail "deploy/docker/requirements.txt does not resolve for the image's Python $IMAGE_PYTHON_VERSION"
+fi
+show "node: every package in deploy/docker/*package-lock.json accepts Node $IMAGE_NODE_VERSION (engines)"
+if node - "$IMAGE_NODE_VERSION" deploy/docker/package-lock.json deploy/docker/readabilipy-package-lock.json >&2 <<'JS'
+const semver = require(require('child_process').execSync('npm root -g').toString().trim() + '/npm/node_modules/semver');
+const [version, ...locks] = process.argv.slice(2);
+let bad = 0;
+for (const lock of locks) {
+  for (const [path, p] of Object.entries(require(require('path').resolve(lock)).packages || {})) {
+    const range = p.engines && typeof p.engines === 'object' && !Array.isArray(p.engines) ? p.engines.node : undefined;
+    if (range && !semver.satisfies(version, range)) { console.log(`${lock}: ${path || '(root)'} ${p.version} needs node ${range}`); bad++; }
+  }
+}
+process.exit(bad ? 1 : 0);
+JS
+then pass "the npm locks accept Node $IMAGE_NODE_VERSION"; else fail "the npm locks do not all accept Node $IMAGE_NODE_VERSION"; fi
 
 # --- compose.yaml ---------------------------------------------------------------------------
 mkdir "$SCRATCH/compose"

@@ -105,12 +105,14 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
     let http_stop = CancellationToken::new();
     let app = crate::http::app(running.service.clone(), settings.guard.clone(), &shutdown);
     let mut server = tokio::spawn(crate::http::serve(listener, app, http_stop.clone()));
+    let notifier = crate::service::notify::ready(&running.service);
     // Normally a signal ends this; if the HTTP server itself fails, stop the same orderly way.
     let failed = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = &mut server => Some(ended),
     };
     shutdown.cancel();
+    notifier.stopping(running.service.dispatcher.running());
     running.stop(settings.shutdown_grace, &force).await;
     http_stop.cancel();
     let ended = match failed {

@@ -6,10 +6,12 @@
 //!
 //! No HTTP here: the routes are in `http/`. `accept.rs` takes a request's actions as one unit,
 //! `recorder.rs` writes the dispatcher's events (retrying failed writes), `metrics.rs` keeps the
-//! counters `/metrics` shows.
+//! counters `/metrics` shows, `notify.rs` sends systemd's readiness, status and watchdog
+//! notifications.
 
 mod accept;
 pub mod metrics;
+pub mod notify;
 mod recorder;
 
 use std::sync::Arc;
