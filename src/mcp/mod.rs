@@ -1,8 +1,10 @@
 //! Built-in MCP servers: the polling queue and Telegram; and `no-roots`, a filter in front of a
-//! stdio server that must keep its command-line directories.
+//! stdio server that must keep its command-line directories. `stdio` gives them standard input and
+//! output on the runtime's reactor.
 
 pub mod no_roots;
 pub mod queue;
+pub mod stdio;
 pub mod telegram;
 
 use clap::{Args, Subcommand};

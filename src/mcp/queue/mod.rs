@@ -95,8 +95,8 @@ pub async fn run_stdio(global: &GlobalArgs, args: QueueArgs) -> anyhow::Result<E
     tracing::info!(timeout = ?args.timeout, data_dir = %global.data_dir().display(), "queue server on stdio");
     // End of stdin cancels `shutdown` at once, so waiting polls end (and release what they
     // hold) instead of keeping the process alive until rmcp's drain timeout.
-    let stdin = EofCancels { inner: tokio::io::stdin(), token: shutdown.clone() };
-    let transport = (stdin, tokio::io::stdout());
+    let (stdin, stdout) = crate::mcp::stdio::stdio();
+    let transport = (EofCancels { inner: stdin, token: shutdown.clone() }, stdout);
     let service = match QueueServer::new(queue).serve_with_ct(transport, shutdown.child_token()).await {
         Ok(service) => service,
         Err(
