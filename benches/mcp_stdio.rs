@@ -13,6 +13,7 @@
 //! `MCP_STDIO_EXTRA="NAME|TOOL|COMMAND ARGS...;..."` adds servers (each run with `sh -c exec`, its
 //! tool called with `{}`): another implementation, or an older build of ours, side by side.
 //! Every phase takes the servers in turn, so all of them see the same load on the machine.
+//! `MCP_STDIO_SOAK=1000000` also makes that many calls to each of our servers, printing RSS.
 
 #[path = "support/http.rs"]
 mod http;
@@ -207,11 +208,32 @@ fn store_costs(n: usize) -> (f64, f64) {
     (http::median(direct), http::median(hopped))
 }
 
+/// `MCP_STDIO_SOAK=N`: N pipelined calls to each of our servers, RSS printed after every tenth.
+fn soak(servers: &mut [Server], n: usize) {
+    for server in servers.iter_mut().filter(|s| s.name.starts_with("mcp ")) {
+        let (mut client, _) = Client::start(&mut server.command);
+        client.notify("notifications/initialized");
+        let call = json!({"name": server.tool, "arguments": server.args});
+        let mut line = format!("{}: RSS MiB every {} calls:", server.name, n / 10);
+        line.push_str(&format!(" {:.1}", rss_kib(client.pid) / 1024.0));
+        for _ in 0..10 {
+            client.pipelined("tools/call", &call, n / 10, IN_FLIGHT);
+            line.push_str(&format!(" {:.1}", rss_kib(client.pid) / 1024.0));
+        }
+        client.finish();
+        println!("{line}");
+    }
+}
+
 fn main() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let files_dir = tempfile::tempdir().expect("tempdir");
     let mut servers = servers(data_dir.path(), files_dir.path());
     let figures = measure(&mut servers);
+    if let Some(n) = std::env::var("MCP_STDIO_SOAK").ok().and_then(|n| n.parse::<usize>().ok()) {
+        println!("## RSS over {n} pipelined calls ({IN_FLIGHT} in flight)");
+        soak(&mut servers, n);
+    }
     let results: Vec<(String, Figures)> = servers.into_iter().map(|s| s.name).zip(figures).collect();
     println!("## stdio servers, one raw JSON-RPC client ({COLD_STARTS} cold starts; median of {ROUNDS} rounds of");
     println!("## {SEQUENTIAL} sequential and {PIPELINED} pipelined calls, {IN_FLIGHT} in flight)");
