@@ -1,12 +1,12 @@
 //! The `mcp-workers` binary: parse arguments, set up logging, hand over to the library.
 
 use clap::Parser;
-use mcp_workers::cli::Cli;
+use mcp_workers::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mcp_workers::logging::init(&cli.global);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("mcp-workers: cannot start the async runtime: {err}");
@@ -23,5 +23,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("mcp-workers: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The stdio MCP servers (`mcp queue`, `mcp telegram`, `mcp no-roots`) serve one client each, and
+/// every worker starts its own: on one thread a call wakes no other thread, and start-up and memory
+/// cost least. Everything else gets the multi-thread runtime.
+fn single_threaded(command: &Command) -> bool {
+    matches!(command, Command::Mcp(_))
+}
+
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    if single_threaded(command) {
+        // Blocking threads: the store's calls (serialised on one connection anyway) and a blocking
+        // stdin or stdout where it cannot be polled; a few are enough.
+        tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(4).build()
+    } else {
+        tokio::runtime::Runtime::new()
     }
 }

@@ -1,7 +1,9 @@
 //! Built-in MCP servers: the polling queue and Telegram; and `no-roots`, a filter in front of a
-//! stdio server that must keep its command-line directories. Their flags are in `cmd/mcp.rs`.
+//! stdio server that must keep its command-line directories. Their flags are in `cmd/mcp.rs`;
+//! `stdio` gives them standard input and output on the runtime's reactor.
 
 pub mod disconnect;
 pub mod no_roots;
 pub mod queue;
+pub mod stdio;
 pub mod telegram;

@@ -33,7 +33,7 @@ pub async fn run(command: Vec<OsString>) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the child's stdin is not piped");
     };
     let forward = async move {
-        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        let mut lines = BufReader::new(crate::mcp::stdio::input()).lines();
         while let Some(line) = lines.next_line().await? {
             let Some(line) = filter_line(line) else { continue };
             child_stdin.write_all(line.as_bytes()).await?;

@@ -50,8 +50,8 @@ pub async fn run_stdio(data_dir: &Path, settings: &QueueSettings) -> anyhow::Res
     tracing::info!(timeout = ?settings.config.poll_timeout, data_dir = %data_dir.display(), "queue server on stdio");
     // End of stdin cancels `shutdown` at once, so waiting polls end (and release what they
     // hold) instead of keeping the process alive until rmcp's drain timeout.
-    let stdin = EofCancels { inner: tokio::io::stdin(), token: shutdown.clone() };
-    let transport = (stdin, tokio::io::stdout());
+    let (stdin, stdout) = crate::mcp::stdio::stdio();
+    let transport = (EofCancels { inner: stdin, token: shutdown.clone() }, stdout);
     let service = match QueueServer::new(queue).serve_with_ct(transport, shutdown.child_token()).await {
         Ok(service) => service,
         Err(
