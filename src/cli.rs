@@ -139,8 +139,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mcp(args) => crate::mcp::run(&global, args).await,
         Command::Check(args) => crate::check::run(&global, args).await,
         Command::Serve(args) => crate::http::run(&global, args).await,
-        Command::Enqueue(args) => crate::queue_cli::enqueue(&global, args),
-        Command::Tasks(args) => crate::queue_cli::tasks(&global, args),
+        Command::Enqueue(args) => crate::queue_cli::enqueue(&global, args).await,
+        Command::Tasks(args) => crate::queue_cli::tasks(&global, args).await,
     }
 }
 

@@ -5,7 +5,6 @@ pub mod check;
 pub mod cli;
 pub mod dispatch;
 pub mod http;
-pub mod journal;
 pub mod lines;
 pub mod logging;
 pub mod mcp;

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 pub use guard::HostGuard;
 
 use crate::cli::GlobalArgs;
-use crate::journal::Journal;
 use crate::mcp::queue::{self, Queue, QueueArgs, QueueServer};
 use crate::service::{Service, api};
 use crate::settings::DaemonSettings;
+use crate::store::SqliteStore;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -95,8 +95,10 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCod
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr().context("no local address")?;
-    let queue = queue::start(global, &args.queue, &shutdown)?;
-    let journal = Arc::new(Journal::open(&global.data_dir()).context("cannot open the store")?);
+    // One store for the queue and the journal: one writer, one group commit for both.
+    let store = Arc::new(SqliteStore::open(&global.data_dir()).context("cannot open the store")?);
+    let queue = queue::start_on(store.clone(), &args.queue, &shutdown);
+    let journal = store;
     let running = Service::start(settings, journal, queue, api_token, shutdown.clone()).await?;
     let guard = HostGuard::loopback_and(&args.allow_hosts);
     tracing::info!(%addr, data_dir = %global.data_dir().display(), "serving /v1/actions, /v1/events and MCP at /mcp");

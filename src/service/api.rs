@@ -24,10 +24,9 @@ use tokio::sync::broadcast;
 
 use super::{Service, stored_action};
 use crate::dispatch::CancelOutcome;
-use crate::journal::EventRecord;
 use crate::protocol::parse::{INVALID_PREFIX, Item, parse_line};
 use crate::protocol::{ErrorKind, WorkerError, WorkerResult};
-use crate::store::now_ms;
+use crate::store::{ActionState, EventKind, EventRecord};
 
 /// Events replayed per journal read.
 const PAGE: u32 = 1000;
@@ -128,7 +127,7 @@ async fn post_actions(
     // Refuse ids the journal has seen before (they must stay unique for GET /v1/tasks/{id}).
     let spawn_ids: Vec<String> =
         items.iter().filter_map(|i| if let Item::Spawn(a) = i { Some(a.task_id.clone()) } else { None }).collect();
-    let known: BTreeSet<String> = match service.blocking(move |j| j.known(&spawn_ids)).await {
+    let known: BTreeSet<String> = match service.journal.known(&spawn_ids).await {
         Ok(known) => known.into_iter().collect(),
         Err(err) => return internal(err),
     };
@@ -155,11 +154,9 @@ async fn post_actions(
     let accepted: Vec<Value> =
         admitted.iter().map(|a| json!({"taskId": a.job.action.task_id, "index": a.job.action.origin.index})).collect();
     let accepted_ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
-    let refused_copy = refused.clone();
     // Subscribe before anything runs, so no result can slip past a waiting request.
     let mut subscription = service.events.subscribe();
-    let recorded =
-        service.blocking(move |j| j.accept(&entries, &refused_copy.iter().collect::<Vec<_>>(), now_ms())).await;
+    let recorded = service.journal.accept(&entries, &refused).await;
     let events = match recorded {
         Ok(events) => events,
         Err(err) => {
@@ -200,7 +197,7 @@ async fn collect_results(
             _ = tokio::time::sleep_until(deadline) => break,
         };
         match event {
-            Ok(event) if event.kind == "result" => {
+            Ok(event) if event.kind == EventKind::Result => {
                 if let Some(id) = event.data["taskId"].as_str()
                     && waiting.remove(id)
                 {
@@ -211,8 +208,7 @@ async fn collect_results(
             // Missed events: ask the journal for what is still missing.
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 for id in waiting.clone() {
-                    let lookup = id.clone();
-                    if let Ok(Some(record)) = service.blocking(move |j| j.get(&lookup)).await
+                    if let Ok(Some(record)) = service.journal.action(&id).await
                         && let Some(result) = record.result
                     {
                         waiting.remove(&id);
@@ -228,8 +224,7 @@ async fn collect_results(
 
 /// `GET /v1/tasks/{id}`: the action's state and, once done, its `worker_result`.
 async fn get_task(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
-    let lookup = id.clone();
-    match service.blocking(move |j| j.get(&lookup)).await {
+    match service.journal.action(&id).await {
         Ok(Some(record)) => axum::Json(record).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no action with taskId {id}")),
         Err(err) => internal(err),
@@ -241,9 +236,8 @@ async fn cancel_task(State(service): State<Arc<Service>>, Path(id): Path<String>
     if service.dispatcher.cancel(&id) == CancelOutcome::Cancelled {
         return (StatusCode::ACCEPTED, axum::Json(json!({"taskId": id, "cancelled": true}))).into_response();
     }
-    let lookup = id.clone();
-    match service.blocking(move |j| j.get(&lookup)).await {
-        Ok(Some(record)) if record.state == "done" => {
+    match service.journal.action(&id).await {
+        Ok(Some(record)) if record.state == ActionState::Done => {
             error(StatusCode::CONFLICT, "already_finished", format!("action {id} has finished already"))
         }
         // Accepted but not yet handed to the dispatcher (only during recovery): say so plainly.
@@ -295,7 +289,7 @@ fn event_stream(
             }
             if feed.replaying {
                 let after = feed.last.unwrap_or(0);
-                match feed.service.blocking(move |j| j.events_after(after, PAGE)).await {
+                match feed.service.journal.events_after(after, PAGE).await {
                     Ok(page) if !page.is_empty() => feed.backlog.extend(page),
                     _ => feed.replaying = false,
                 }
@@ -316,7 +310,7 @@ fn event_stream(
 }
 
 fn sse(event: &EventRecord) -> SseEvent {
-    SseEvent::default().id(event.id.to_string()).event(event.kind.clone()).data(event.data.to_string())
+    SseEvent::default().id(event.id.to_string()).event(event.kind.as_str()).data(event.data.to_string())
 }
 
 async fn healthz() -> Response {
@@ -334,7 +328,7 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
     let running = service.dispatcher.running();
     let waiting = service.dispatcher.unfinished().saturating_sub(running);
-    let queue = service.queue.with_store(|store| store.counts()).await.ok();
+    let queue = service.queue.store().counts().await.ok();
     let text = service.metrics.render(super::metrics::Gauges { running, waiting, queue });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -19,17 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::dispatch::{Dispatcher, Event, Finished, Stopping};
-use crate::journal::{EventRecord, Journal};
 use crate::mcp::queue::Queue;
 use crate::protocol::parse::{Item, parse_action};
 use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
 use crate::settings::DaemonSettings;
-use crate::store::{StoreError, now_ms};
+use crate::store::{EventRecord, Journal};
 
 pub struct Service {
     pub settings: Arc<DaemonSettings>,
     pub dispatcher: Dispatcher,
-    pub journal: Arc<Journal>,
+    pub journal: Arc<dyn Journal>,
     /// Every journal event, as it is written (for SSE subscribers and waiting requests).
     pub events: broadcast::Sender<EventRecord>,
     pub metrics: metrics::Metrics,
@@ -54,7 +53,7 @@ impl Service {
     /// Starts the dispatcher and the journal recorder, then recovers what a previous run left.
     pub async fn start(
         settings: Arc<DaemonSettings>,
-        journal: Arc<Journal>,
+        journal: Arc<dyn Journal>,
         queue: Arc<Queue>,
         api_token: Option<String>,
         draining: CancellationToken,
@@ -84,20 +83,7 @@ impl Service {
 
     /// Ready: recovered, not draining, and the journal answers.
     pub async fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && !self.draining.is_cancelled()
-            && self.blocking(|j| j.unfinished_counts()).await.is_ok()
-    }
-
-    /// Runs a journal call off the async threads.
-    pub async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Journal) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let journal = self.journal.clone();
-        tokio::task::spawn_blocking(move || f(&journal))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("journal task failed: {e}"))))
+        self.ready.load(Ordering::Acquire) && !self.draining.is_cancelled() && self.journal.unfinished().await.is_ok()
     }
 
     pub fn publish(&self, events: impl IntoIterator<Item = EventRecord>) {
@@ -110,14 +96,14 @@ impl Service {
     /// Records a result that did not come from a worker (refused on recovery, interrupted).
     async fn finish(&self, result: WorkerResult) {
         self.metrics.observe(&result);
-        match self.blocking(move |j| j.finish(&result, now_ms())).await {
+        match self.journal.finish(&result).await {
             Ok(event) => self.publish(event),
             Err(err) => warn!("cannot record a result in the journal: {err}"),
         }
     }
 
     async fn recover(&self) -> anyhow::Result<()> {
-        let recovery = self.blocking(|j| j.recover()).await?;
+        let recovery = self.journal.recover().await?;
         if !recovery.interrupted.is_empty() {
             let ids: Vec<String> = recovery.interrupted.iter().map(|(id, _)| id.clone()).collect();
             let killed = crate::worker::process::kill_leftovers(&ids, &self.settings.worker.cli.data_dir);
@@ -197,7 +183,7 @@ async fn record(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Canc
         let Some(event) = event else { break };
         match event {
             Event::Started { task_id, ack } => {
-                match service.blocking(move |j| j.started(&task_id, now_ms())).await {
+                match service.journal.started(&task_id).await {
                     Ok(event) => service.publish([event]),
                     Err(err) => warn!("cannot record a start in the journal: {err}"),
                 }

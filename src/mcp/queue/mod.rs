@@ -22,7 +22,7 @@ pub use hub::{Queue, QueueConfig};
 pub use server::QueueServer;
 
 use crate::cli::{GlobalArgs, parse_duration};
-use crate::store::SqliteStore;
+use crate::store::{QueueStore, SqliteStore};
 
 /// The queue's settings, shared by `mcp queue` and `serve`.
 #[derive(Debug, Clone, Args)]
@@ -79,11 +79,16 @@ impl QueueArgs {
 pub fn start(global: &GlobalArgs, args: &QueueArgs, shutdown: &CancellationToken) -> anyhow::Result<Arc<Queue>> {
     let dir = global.data_dir();
     let store = SqliteStore::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
-    let queue = Queue::start(Arc::new(store), args.config(), shutdown.clone());
+    Ok(start_on(Arc::new(store), args, shutdown))
+}
+
+/// Starts the queue (and the demo source if asked) on an open store.
+pub fn start_on(store: Arc<dyn QueueStore>, args: &QueueArgs, shutdown: &CancellationToken) -> Arc<Queue> {
+    let queue = Queue::start(store, args.config(), shutdown.clone());
     if args.demo_tasks {
         tokio::spawn(demo::run(Arc::clone(&queue), args.demo_interval, shutdown.clone()));
     }
-    Ok(queue)
+    queue
 }
 
 /// `mcp-workers mcp queue`: serve the queue over stdio until stdin closes.

@@ -8,6 +8,12 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::store::{Result, StoreError};
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Backend(std::sync::Arc::new(err))
+    }
+}
+
 /// The store file inside the data directory.
 pub const FILE_NAME: &str = "store.sqlite3";
 
@@ -37,7 +43,7 @@ pub const MIGRATIONS: &[&str] = &[
         active_until_ms INTEGER NOT NULL
     );
     CREATE INDEX workers_by_activity ON workers (active_until_ms);",
-    // 2: the action journal of `serve` (see src/journal.rs).
+    // 2: the action journal of `serve` (see journal.rs).
     "CREATE TABLE actions (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
         task_id     TEXT NOT NULL UNIQUE,
@@ -65,12 +71,6 @@ pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 /// How long a writer waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens (creating if needed) `<data_dir>/store.sqlite3` in WAL mode and migrates it.
-pub fn open_in(data_dir: &Path) -> Result<Connection> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
-    open_file(&data_dir.join(FILE_NAME))
-}
-
 /// Opens one SQLite file with the store's settings and applies [`MIGRATIONS`].
 pub fn open_file(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
@@ -84,6 +84,8 @@ pub fn open_file(path: &Path) -> Result<Connection> {
     // pages: the queue's hot path. The queue checkpoints from a side connection instead
     // (`Store::maintain`); this larger limit is only a safety net.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    // The writer runs every queue and journal statement: keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn, MIGRATIONS)?;
     Ok(conn)
 }
