@@ -73,7 +73,15 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens one SQLite file with the store's settings and applies [`MIGRATIONS`].
 pub fn open_file(path: &Path) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = open_migrated(path)?;
+    migrate(&mut conn, MIGRATIONS)?;
+    Ok(conn)
+}
+
+/// Opens one SQLite file with the store's settings, for a file that [`open_file`] migrated
+/// already (a second connection of the same handle: no write lock taken).
+pub fn open_migrated(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never block the writer; NORMAL: a commit survives a crash of the process
     // (kill -9); only a power loss can take the last commits.
@@ -82,11 +90,10 @@ pub fn open_file(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Checkpoints (which fsync) would otherwise run inside whichever commit crosses 1000 WAL
     // pages: the queue's hot path. The queue checkpoints from a side connection instead
-    // (`Store::maintain`); this larger limit is only a safety net.
+    // (`QueueStore::maintain`); this larger limit is only a safety net.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     // The writer runs every queue and journal statement: keep them all prepared.
     conn.set_prepared_statement_cache_capacity(64);
-    migrate(&mut conn, MIGRATIONS)?;
     Ok(conn)
 }
 

@@ -36,11 +36,30 @@ use crate::protocol::WorkerResult;
 pub struct SqliteStore {
     writer: Sender<Msg>,
     reader: Sender<ReadJob>,
-    /// Only for checkpoints, so they never hold up the writer or the reader.
-    checkpointer: Arc<Mutex<Connection>>,
+    checkpointer: Arc<Checkpointer>,
     feeds: Arc<Feeds>,
     clock: Clock,
     waker: Arc<Mutex<Option<Sender<Msg>>>>,
+}
+
+/// A connection only for checkpoints, so they never hold up the writer or the reader; opened
+/// at the first one (a short-lived `mcp queue` never needs it).
+struct Checkpointer {
+    path: std::path::PathBuf,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Checkpointer {
+    fn checkpoint(&self) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if conn.is_none() {
+            *conn = Some(db::open_migrated(&self.path)?);
+        }
+        let Some(conn) = conn.as_ref() else { return Err(StoreError::Closed) };
+        // PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
 }
 
 impl Drop for SqliteStore {
@@ -60,8 +79,6 @@ impl SqliteStore {
     /// Opens a given SQLite file, reading "now" from `clock`.
     pub fn open_file(path: &Path, clock: Clock) -> Result<Self> {
         let write_conn = db::open_file(path)?;
-        let read_conn = db::open_file(path)?;
-        let checkpointer = db::open_file(path)?;
         let (writer, writer_rx) = mpsc::channel();
         let (reader, reader_rx) = mpsc::channel::<ReadJob>();
         // The writer's feeds hold the demand, and so this sender: cleared on drop, so that the
@@ -79,8 +96,10 @@ impl SqliteStore {
         });
         let (writer_feeds, writer_clock) = (Arc::clone(&feeds), clock.clone());
         spawn("store-writer", move || threads::run_writer(write_conn, writer_rx, writer_clock, writer_feeds, demand))?;
-        spawn("store-reader", move || threads::run_reader(read_conn, reader_rx))?;
-        Ok(Self { writer, reader, checkpointer: Arc::new(Mutex::new(checkpointer)), feeds, clock, waker })
+        let read_path = path.to_path_buf();
+        spawn("store-reader", move || threads::run_reader(&read_path, reader_rx))?;
+        let checkpointer = Arc::new(Checkpointer { path: path.to_path_buf(), conn: Mutex::new(None) });
+        Ok(Self { writer, reader, checkpointer, feeds, clock, waker })
     }
 
     async fn write<T: Send + 'static>(
@@ -153,15 +172,9 @@ impl QueueStore for SqliteStore {
     }
 
     async fn maintain(&self) -> Result<()> {
-        let conn = Arc::clone(&self.checkpointer);
+        let checkpointer = Arc::clone(&self.checkpointer);
         // Rare (once per sweep) and it may fsync: the blocking pool is the right place.
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(StoreError::from)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        tokio::task::spawn_blocking(move || checkpointer.checkpoint()).await.map_err(|_| StoreError::Closed)?
     }
 
     fn task_changes(&self) -> Changes {

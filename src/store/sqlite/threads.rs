@@ -228,14 +228,19 @@ fn abort(conn: &Connection, batch: Vec<Box<dyn Job>>, err: &StoreError) -> Effec
     Effects::NONE
 }
 
-/// A read, run on the reader's connection.
-pub type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+/// A read, run on the reader's connection (or told why there is none).
+pub type ReadJob = Box<dyn FnOnce(std::result::Result<&Connection, &StoreError>) + Send>;
 
-/// The reader thread's loop; returns when every handle to the store is gone.
-pub fn run_reader(conn: Connection, rx: Receiver<ReadJob>) {
+/// The reader thread's loop: opens its connection (off the caller's start-up path), then runs
+/// reads until every handle to the store is gone.
+pub fn run_reader(path: &std::path::Path, rx: Receiver<ReadJob>) {
+    let conn = super::db::open_migrated(path);
+    if let Err(err) = &conn {
+        tracing::warn!(error = %err, "the store's read connection cannot be opened");
+    }
     while let Ok(job) = rx.recv() {
         // A panicking read drops its reply sender: its caller gets `Closed`, the thread goes on.
-        let _ = catch_unwind(AssertUnwindSafe(|| job(&conn)));
+        let _ = catch_unwind(AssertUnwindSafe(|| job(conn.as_ref())));
     }
 }
 
@@ -246,8 +251,8 @@ pub async fn read<T: Send + 'static>(
 ) -> Result<T> {
     let (tx, rx) = oneshot::channel();
     reader
-        .send(Box::new(move |conn| {
-            let _ = tx.send(op(conn));
+        .send(Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
+            let _ = tx.send(conn.map_err(StoreError::shared).and_then(op));
         }))
         .map_err(|_| StoreError::Closed)?;
     rx.await.map_err(|_| StoreError::Closed)?
