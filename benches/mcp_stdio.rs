@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mcp_workers::store::{SqliteStore, Store, now_ms};
+use mcp_workers::store::{QueueStore, SqliteStore};
 use serde_json::{Value, json};
 use stdio::{Client, Figures, cpu_ticks, rss_kib};
 
@@ -148,9 +148,12 @@ fn measure(servers: &mut [Server]) -> Vec<Figures> {
 
 /// Full queue cycles over stdio, one worker: a `worker_poll` that finds a task, then its submit.
 fn queue_cycles(data_dir: &Path) -> (f64, f64) {
-    let store = SqliteStore::open(data_dir).expect("store");
     let prompts: Vec<String> = (0..CYCLES * ROUNDS).map(|i| format!("bench prompt {i}")).collect();
-    store.enqueue(&prompts, now_ms()).expect("enqueue");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = SqliteStore::open(data_dir).expect("store");
+        store.enqueue(&prompts).await.expect("enqueue");
+    });
     let (mut client, _) = Client::start(&mut ours(data_dir, &["mcp", "queue"]));
     client.notify("notifications/initialized");
     let text = |reply: &Value| -> Value {
@@ -176,36 +179,40 @@ fn queue_cycles(data_dir: &Path) -> (f64, f64) {
     (http::median(rates), http::median(cpu))
 }
 
-/// What the store costs per `worker_create` in-process, called directly and the way the queue
-/// calls it (`spawn_blocking` from a current-thread runtime, as in `mcp queue`): wall time per call.
+/// What the store costs per `worker_create` in-process, awaited from a current-thread runtime as
+/// `mcp queue` calls it: one caller at a time, and 16 at once (their writes share commits).
 fn store_costs(n: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = std::sync::Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-    let mut direct = Vec::new();
-    let mut hopped = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let store = rt.block_on(async { std::sync::Arc::new(SqliteStore::open(dir.path()).expect("store")) });
+    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let mut alone = Vec::new();
+    let mut together = Vec::new();
     for _ in 0..ROUNDS {
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            store.create_worker(now_ms(), now_ms() + 60_000).expect("create");
-        }
-        direct.push(per_call(started.elapsed()));
-        let s = std::sync::Arc::clone(&store);
-        let took = rt.block_on(async move {
+        let took = rt.block_on(async {
             let started = std::time::Instant::now();
             for _ in 0..n {
-                let s = std::sync::Arc::clone(&s);
-                tokio::task::spawn_blocking(move || s.create_worker(now_ms(), now_ms() + 60_000))
-                    .await
-                    .expect("join")
-                    .expect("create");
+                store.create_worker(Duration::from_secs(60)).await.expect("create");
             }
             started.elapsed()
         });
-        hopped.push(per_call(took));
+        alone.push(per_call(took));
+        let took = rt.block_on(async {
+            let started = std::time::Instant::now();
+            let callers = (0..16).map(|_| {
+                let store = std::sync::Arc::clone(&store);
+                async move {
+                    for _ in 0..n / 16 {
+                        store.create_worker(Duration::from_secs(60)).await.expect("create");
+                    }
+                }
+            });
+            futures_util::future::join_all(callers).await;
+            started.elapsed()
+        });
+        together.push(per_call(took));
     }
-    (http::median(direct), http::median(hopped))
+    (http::median(alone), http::median(together))
 }
 
 /// `MCP_STDIO_SOAK=N`: N pipelined calls to each of our servers, RSS printed after every tenth.
@@ -248,11 +255,11 @@ fn main() {
         rate / node.seq_per_s,
         cpu / node.seq_cpu_us
     );
-    let (direct, hopped) = store_costs(SEQUENTIAL);
-    println!("## the store per call, in-process (`create_worker`, {SEQUENTIAL} calls x {ROUNDS})");
+    let (alone, together) = store_costs(SEQUENTIAL);
     println!(
-        "direct: {direct:.1} us; through spawn_blocking on a current-thread runtime (as `mcp queue` calls it): {hopped:.1} us"
+        "## the store per call, in-process (`create_worker`, {SEQUENTIAL} calls x {ROUNDS}, awaited as `mcp queue` does)"
     );
+    println!("one caller: {alone:.1} us per call; 16 callers at once: {together:.1} us per call (group commit)");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(http::print_http_cycles(3000));
 }

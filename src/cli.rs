@@ -47,7 +47,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mcp(args) => cmd::mcp::exec(&global, args).await,
         Command::Check(args) => cmd::check::exec(&global, args).await,
         Command::Serve(args) => cmd::serve::exec(&global, args).await,
-        Command::Enqueue(args) => cmd::tasks::enqueue(&global, args),
-        Command::Tasks(args) => cmd::tasks::tasks(&global, args),
+        Command::Enqueue(args) => cmd::tasks::enqueue(&global, args).await,
+        Command::Tasks(args) => cmd::tasks::tasks(&global, args).await,
     }
 }

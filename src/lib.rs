@@ -8,7 +8,6 @@ pub mod cmd;
 pub mod dispatch;
 pub mod filter;
 pub mod http;
-pub mod journal;
 pub mod lines;
 pub mod logging;
 pub mod mcp;

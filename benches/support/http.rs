@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mcp_workers::store::{SqliteStore, Store, now_ms};
+use mcp_workers::store::{QueueStore, SqliteStore};
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-workers");
@@ -116,10 +116,10 @@ pub async fn cycles_per_second(url: &str, store: Arc<SqliteStore>, n: usize) -> 
         clients.push((mcp, w));
     }
     let started = Instant::now();
-    let producer = std::thread::spawn(move || {
+    let producer = tokio::spawn(async move {
         for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
             let prompts: Vec<String> = chunk.iter().map(|i| format!("bench prompt {i}")).collect();
-            store.enqueue(&prompts, now_ms()).expect("enqueue");
+            store.enqueue(&prompts).await.expect("enqueue");
         }
     });
     let mut tasks = Vec::new();
@@ -141,7 +141,7 @@ pub async fn cycles_per_second(url: &str, store: Arc<SqliteStore>, n: usize) -> 
     }
     let elapsed = started.elapsed();
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    producer.join().expect("producer");
+    producer.await.expect("producer");
     n as f64 / elapsed.as_secs_f64()
 }
 

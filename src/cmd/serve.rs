@@ -15,10 +15,10 @@ use super::queue_args::QueueArgs;
 use super::worker_args::{NeedClaude, WorkerArgs};
 use crate::args::{GlobalArgs, parse_duration};
 use crate::http::HostGuard;
-use crate::journal::Journal;
 use crate::mcp::queue::QueueSettings;
 use crate::service::Service;
 use crate::settings::DaemonSettings;
+use crate::store::SqliteStore;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -88,11 +88,12 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr().context("no local address")?;
-    let queue = crate::mcp::queue::start(&settings.data_dir, &settings.queue, &shutdown)?;
-    let journal = Arc::new(Journal::open(&settings.data_dir).context("cannot open the store")?);
+    // One store for the queue and the journal: one writer, one group commit for both.
+    let store = Arc::new(SqliteStore::open(&settings.data_dir).context("cannot open the store")?);
+    let queue = crate::mcp::queue::start_on(store.clone(), &settings.queue, &shutdown);
     let running = Service::start(
         settings.daemon.clone(),
-        journal,
+        store,
         queue,
         settings.api_token.clone(),
         shutdown.clone(),

@@ -1,6 +1,6 @@
 //! `mcp-workers enqueue` and `mcp-workers tasks`: getting work into the queue and results out.
 //! They open the data directory's store directly; a server polling the same store sees new
-//! tasks within milliseconds (it watches the store's change token while polls wait).
+//! tasks within milliseconds (the store's change subscription wakes its waiting polls).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::args::GlobalArgs;
-use crate::store::{SqliteStore, Store, Task, TaskState, now_ms};
+use crate::store::{QueueStore, SqliteStore, Task, TaskState};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -96,7 +96,7 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<String>> {
     read_jsonl(std::io::BufReader::new(file), &path.display().to_string())
 }
 
-pub fn enqueue(global: &GlobalArgs, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+pub async fn enqueue(global: &GlobalArgs, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     let mut prompts = args.prompts;
     if prompts.iter().any(|p| p.trim().is_empty()) {
         bail!("a prompt is empty");
@@ -107,7 +107,7 @@ pub fn enqueue(global: &GlobalArgs, args: EnqueueArgs) -> anyhow::Result<ExitCod
     if prompts.is_empty() {
         bail!("nothing to enqueue: give prompts as arguments or --file tasks.jsonl");
     }
-    let ids = open(global)?.enqueue(&prompts, now_ms())?;
+    let ids = open(global)?.enqueue(&prompts).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&ids)?)?;
@@ -146,14 +146,14 @@ fn print_task(out: &mut impl Write, t: &Task) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn tasks(global: &GlobalArgs, args: TasksArgs) -> anyhow::Result<ExitCode> {
+pub async fn tasks(global: &GlobalArgs, args: TasksArgs) -> anyhow::Result<ExitCode> {
     let store = open(global)?;
-    let mut out = std::io::stdout().lock();
     if let Some(TasksCommand::Show { id, json }) = args.command {
-        let Some(task) = store.task(&id)? else {
+        let Some(task) = store.task(&id).await? else {
             eprintln!("mcp-workers: no task with id {id}");
             return Ok(ExitCode::FAILURE);
         };
+        let mut out = std::io::stdout().lock();
         if json || args.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&task)?)?;
         } else {
@@ -162,7 +162,9 @@ pub fn tasks(global: &GlobalArgs, args: TasksArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let state = if args.dead { Some(TaskState::Dead) } else { args.state };
-    let tasks = store.tasks(state, args.limit)?;
+    let tasks = store.tasks(state, args.limit).await?;
+    let counts = store.counts().await?;
+    let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&tasks)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -175,7 +177,7 @@ pub fn tasks(global: &GlobalArgs, args: TasksArgs) -> anyhow::Result<ExitCode> {
         };
         writeln!(out, "{}  {:<6}  {}  {}{detail}", t.id, t.state.as_str(), t.attempts, one_line(&t.prompt, 50))?;
     }
-    let c = store.counts()?;
+    let c = counts;
     eprintln!("{} queued, {} leased, {} done, {} dead; {} workers", c.queued, c.leased, c.done, c.dead, c.workers);
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 use crate::dispatch::CancelOutcome;
 use crate::protocol::parse::parse_line;
 use crate::service::{AcceptError, Accepted, Published, Service};
+use crate::store::{ActionState, EventKind};
 
 /// Events replayed per journal read.
 const PAGE: u32 = 1000;
@@ -154,7 +155,7 @@ async fn collect_results(
             _ = tokio::time::sleep_until(deadline) => break,
         };
         match event {
-            Ok(event) if event.kind == "result" => {
+            Ok(event) if event.kind == EventKind::Result => {
                 if let Some(id) = event.data["taskId"].as_str()
                     && waiting.remove(id)
                 {
@@ -165,8 +166,7 @@ async fn collect_results(
             // Missed events: ask the journal for what is still missing.
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 for id in waiting.clone() {
-                    let lookup = id.clone();
-                    if let Ok(Some(record)) = service.blocking(move |j| j.get(&lookup)).await
+                    if let Ok(Some(record)) = service.journal.action(&id).await
                         && let Some(result) = record.result
                     {
                         waiting.remove(&id);
@@ -182,8 +182,7 @@ async fn collect_results(
 
 /// `GET /v1/tasks/{id}`: the action's state and, once done, its `worker_result`.
 async fn get_task(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
-    let lookup = id.clone();
-    match service.blocking(move |j| j.get(&lookup)).await {
+    match service.journal.action(&id).await {
         Ok(Some(record)) => axum::Json(record).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no action with taskId {id}")),
         Err(err) => internal(err),
@@ -195,9 +194,8 @@ async fn cancel_task(State(service): State<Arc<Service>>, Path(id): Path<String>
     if service.dispatcher.cancel(&id) == CancelOutcome::Cancelled {
         return (StatusCode::ACCEPTED, axum::Json(json!({"taskId": id, "cancelled": true}))).into_response();
     }
-    let lookup = id.clone();
-    match service.blocking(move |j| j.get(&lookup)).await {
-        Ok(Some(record)) if record.state == "done" => {
+    match service.journal.action(&id).await {
+        Ok(Some(record)) if record.state == ActionState::Done => {
             error(StatusCode::CONFLICT, "already_finished", format!("action {id} has finished already"))
         }
         // Accepted but not yet handed to the dispatcher (only during recovery): say so plainly.
@@ -251,7 +249,7 @@ fn event_stream(
             }
             if feed.replaying {
                 let after = feed.last.unwrap_or(0);
-                match feed.service.blocking(move |j| j.events_after(after, PAGE)).await {
+                match feed.service.journal.events_after(after, PAGE).await {
                     Ok(page) if !page.is_empty() => feed.backlog.extend(page.into_iter().map(Published::from)),
                     _ => feed.replaying = false,
                 }
@@ -275,7 +273,7 @@ fn event_stream(
 }
 
 fn sse(event: &Published) -> SseEvent {
-    let sse = SseEvent::default().event(event.kind.clone()).data(event.data.to_string());
+    let sse = SseEvent::default().event(event.kind.as_str()).data(event.data.to_string());
     match event.id {
         Some(id) => sse.id(id.to_string()),
         None => sse,
@@ -297,7 +295,7 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
     let running = service.dispatcher.running();
     let waiting = service.dispatcher.unfinished().saturating_sub(running);
-    let queue = service.queue.with_store(|store| store.counts()).await.ok();
+    let queue = service.queue.store().counts().await.ok();
     let text = service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -15,7 +15,6 @@ use tokio::sync::broadcast;
 use super::{Published, Service, stored_action};
 use crate::protocol::parse::{INVALID_PREFIX, Item};
 use crate::protocol::{ActionAck, ErrorKind, WorkerError, WorkerResult};
-use crate::store::now_ms;
 
 /// What became of a request's items.
 pub struct Accepted {
@@ -52,7 +51,7 @@ impl Service {
         // Refuse ids the journal has seen before (they must stay unique for GET /v1/tasks/{id}).
         let spawn_ids: Vec<String> =
             items.iter().filter_map(|i| if let Item::Spawn(a) = i { Some(a.task_id.clone()) } else { None }).collect();
-        let known: BTreeSet<String> = match self.blocking(move |j| j.known(&spawn_ids)).await {
+        let known: BTreeSet<String> = match self.journal.known(&spawn_ids).await {
             Ok(known) => known.into_iter().collect(),
             Err(err) => return Err(AcceptError::Journal(err.to_string())),
         };
@@ -81,10 +80,8 @@ impl Service {
             .map(|a| json!({"taskId": a.job.action.task_id, "index": a.job.action.origin.index}))
             .collect();
         let accepted_ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
-        let refused_copy = refused.clone();
         let subscription = self.events.subscribe();
-        let recorded =
-            self.blocking(move |j| j.accept(&entries, &refused_copy.iter().collect::<Vec<_>>(), now_ms())).await;
+        let recorded = self.journal.accept(&entries, &refused).await;
         // On failure, dropping `admitted` gives the ids back: nothing was written.
         let events = recorded.map_err(|err| AcceptError::Journal(err.to_string()))?;
         refused.iter().for_each(|r| self.metrics.observe(r));

@@ -28,19 +28,18 @@ use tracing::{info, warn};
 pub use accept::{AcceptError, Accepted};
 
 use crate::dispatch::{Dispatcher, Event, Finished, Stopping};
-use crate::journal::{EventRecord, Journal};
 use crate::mcp::queue::Queue;
 use crate::protocol::parse::{Item, parse_action};
 use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
 use crate::settings::DaemonSettings;
-use crate::store::StoreError;
+use crate::store::{EventKind, EventRecord, Journal};
 
 /// An event as live subscribers see it: the journal's record, or, while its journal write is
 /// being retried, the same event without an id (it gets one once it is written).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
     pub id: Option<i64>,
-    pub kind: String,
+    pub kind: EventKind,
     pub data: Value,
 }
 
@@ -53,7 +52,7 @@ impl From<EventRecord> for Published {
 pub struct Service {
     pub settings: Arc<DaemonSettings>,
     pub dispatcher: Dispatcher,
-    pub journal: Arc<Journal>,
+    pub journal: Arc<dyn Journal>,
     /// Every event, as it is written (for SSE subscribers and waiting requests).
     pub events: broadcast::Sender<Published>,
     pub metrics: metrics::Metrics,
@@ -87,7 +86,7 @@ impl Service {
     /// HTTP at once).
     pub async fn start(
         settings: Arc<DaemonSettings>,
-        journal: Arc<Journal>,
+        journal: Arc<dyn Journal>,
         queue: Arc<Queue>,
         api_token: Option<String>,
         draining: CancellationToken,
@@ -124,18 +123,7 @@ impl Service {
         self.ready.load(Ordering::Acquire)
             && !self.draining.is_cancelled()
             && !self.store_failing.load(Ordering::Acquire)
-            && self.blocking(|j| j.unfinished_counts()).await.is_ok()
-    }
-
-    /// Runs a journal call off the async threads.
-    pub async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Journal) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let journal = self.journal.clone();
-        tokio::task::spawn_blocking(move || f(&journal))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("journal task failed: {e}"))))
+            && self.journal.unfinished().await.is_ok()
     }
 
     pub fn publish(&self, events: impl IntoIterator<Item = Published>) {
@@ -157,7 +145,7 @@ impl Service {
     /// had not started to the pool in a tracked task that stops when the daemon drains (what it
     /// did not feed stays in the journal for the next start).
     async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
-        let recovery = self.blocking(|j| j.recover()).await?;
+        let recovery = self.journal.recover().await?;
         if !recovery.interrupted.is_empty() {
             let ids: Vec<String> = recovery.interrupted.iter().map(|(id, _)| id.clone()).collect();
             let killed = crate::worker::process::kill_leftovers(&ids, &self.settings.worker.cli.data_dir);

@@ -73,9 +73,9 @@ async fn keep_alive(service: Arc<Service>, period: Duration, watchdog: bool, sto
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // The probe runs on the blocking pool and queries the store: an answer within the period
-        // shows that the runtime schedules tasks and that the journal is neither wedged nor locked.
-        let counts = match tokio::time::timeout(period, service.blocking(|j| j.unfinished_counts())).await {
+        // The probe queries the store (its reader thread): an answer within the period shows that
+        // the runtime schedules tasks and that the journal is neither wedged nor locked.
+        let counts = match tokio::time::timeout(period, service.journal.unfinished()).await {
             Ok(Ok(counts)) => counts,
             Ok(Err(err)) => {
                 warn!("the store does not answer, so systemd is not told the daemon is alive: {err}");
@@ -86,7 +86,7 @@ async fn keep_alive(service: Arc<Service>, period: Duration, watchdog: bool, sto
                 continue;
             }
         };
-        let status = status_line(service.draining.is_cancelled(), counts.0, counts.1);
+        let status = status_line(service.draining.is_cancelled(), counts.accepted, counts.running);
         let first = if ready { None } else { Some(NotifyState::Ready) };
         let alive = (ready && watchdog).then_some(NotifyState::Watchdog);
         let states: Vec<NotifyState> = first.into_iter().chain(alive).chain([NotifyState::Status(&status)]).collect();

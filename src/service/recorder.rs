@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use super::{Published, Service};
 use crate::dispatch::Event;
 use crate::protocol::{Output, WorkerResult};
-use crate::store::now_ms;
+use crate::store::EventKind;
 
 /// The first retry of a failed write; each further one waits twice as long, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(200);
@@ -45,8 +45,7 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
         let Some(event) = event else { break };
         match event {
             Event::Started { task_id, ack } => {
-                let id = task_id.clone();
-                let recorded = match service.blocking(move |j| j.started(&id, now_ms())).await {
+                let recorded = match service.journal.started(&task_id).await {
                     Ok(event) => {
                         service.publish([event.into()]);
                         written(&service, &unwritten);
@@ -92,16 +91,14 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
 
 /// Writes one result. Gives it back if the journal failed.
 async fn write(service: &Service, result: WorkerResult) -> Result<(), WorkerResult> {
-    let shared = Arc::new(result);
-    let copy = shared.clone();
-    match service.blocking(move |j| j.finish(&copy, now_ms())).await {
+    match service.journal.finish(&result).await {
         Ok(event) => {
             service.publish(event.map(Published::from));
             Ok(())
         }
         Err(err) => {
-            failed(service, &format!("cannot record the result of {}: {err}", shared.task_id));
-            Err(Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone()))
+            failed(service, &format!("cannot record the result of {}: {err}", result.task_id));
+            Err(result)
         }
     }
 }
@@ -110,8 +107,7 @@ async fn write(service: &Service, result: WorkerResult) -> Result<(), WorkerResu
 async fn retry(service: &Service, unwritten: &mut VecDeque<WorkerResult>) -> bool {
     while let Some(result) = unwritten.pop_front() {
         let task_id = result.task_id.clone();
-        let copy = result.clone();
-        match service.blocking(move |j| j.finish(&copy, now_ms())).await {
+        match service.journal.finish(&result).await {
             // Live subscribers had it already; the journal now has it with an id.
             Ok(_) => info!(task_id = %task_id, "recorded a result after a failed write"),
             Err(err) => {
@@ -127,7 +123,7 @@ async fn retry(service: &Service, unwritten: &mut VecDeque<WorkerResult>) -> boo
 
 fn publish_unwritten(service: &Service, result: &WorkerResult) {
     match serde_json::to_value(result) {
-        Ok(data) => service.publish([Published { id: None, kind: "result".into(), data }]),
+        Ok(data) => service.publish([Published { id: None, kind: EventKind::Result, data }]),
         Err(err) => error!("cannot serialise a result: {err}"),
     }
 }

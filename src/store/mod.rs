@@ -1,160 +1,138 @@
-//! The durable store: tasks, leases, workers, results (issue 3). SQLite by default.
+//! The durable store: every interface to durable state lives here (issues 3 and 8).
 //!
-//! [`Store`] is the one interface the queue talks to; [`SqliteStore`] implements it on one SQLite
-//! file. A PostgreSQL backend can implement the same trait later. Every method is one atomic
-//! transaction and takes the current time (`now`, epoch milliseconds) from the caller, so the rules
-//! are testable without a clock. The methods block: async callers run them with `spawn_blocking`.
+//! Two traits, both async so that a network backend (PostgreSQL, issue 9) fits without a thread
+//! per call: [`QueueStore`] (the polling queue: tasks, leases, workers) and [`Journal`] (the
+//! action journal and event log of `serve`). Their types ([`types`]) and errors ([`StoreError`])
+//! name no backend. Every method is one atomic transaction, durable before it returns. Times
+//! come from the backend's [`Clock`] (SQLite: the system clock, or a manual one in tests; a
+//! database backend: the database's clock), so callers pass durations, never instants.
+//!
+//! Callers never poll for other processes' writes: [`QueueStore::task_changes`] and
+//! [`Journal::event_changes`] give a [`Changes`] subscription that the backend feeds.
+//!
+//! `sqlite/` is the first backend; `contract/` is the test suite every backend passes.
 
+pub mod changes;
+pub mod clock;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod ids;
 pub mod sqlite;
+pub mod types;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use changes::{ChangeFeed, Changes};
+pub use clock::{Clock, Millis, now_ms};
 pub use sqlite::SqliteStore;
+pub use types::{
+    ActionRecord, ActionState, Counts, EventKind, EventRecord, Recovery, SubmitOutcome, SweepReport, Task, TaskState,
+    Unfinished,
+};
 
-use serde::Serialize;
-
-/// Epoch milliseconds.
-pub type Millis = i64;
-
-/// The current wall-clock time in epoch milliseconds.
-pub fn now_ms() -> Millis {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Waiting for a worker.
-    Queued,
-    /// Handed to a worker; it belongs to that worker until it submits or the lease runs out.
-    Leased,
-    /// Answered: `response` holds the answer.
-    Done,
-    /// Given up after too many attempts: `dead_reason` says why.
-    Dead,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Leased => "leased",
-            Self::Done => "done",
-            Self::Dead => "dead",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "leased" => Self::Leased,
-            "done" => Self::Done,
-            "dead" => Self::Dead,
-            _ => return None,
-        })
-    }
-}
-
-/// One task, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Task {
-    pub id: String,
-    pub prompt: String,
-    pub state: TaskState,
-    /// How many times it was handed out.
-    pub attempts: u32,
-    /// The worker that holds (or last held) the lease.
-    pub owner: Option<String>,
-    pub lease_expires_ms: Option<Millis>,
-    pub response: Option<String>,
-    pub dead_reason: Option<String>,
-    pub created_ms: Millis,
-    pub updated_ms: Millis,
-}
-
-/// What a `submit` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubmitOutcome {
-    /// The response is stored; the task is done.
-    Accepted,
-    UnknownWorker,
-    UnknownTask,
-    /// The task is done already (by `by`); nothing changed.
-    AlreadyDone {
-        by: Option<String>,
-    },
-    /// The task is leased by another worker, or was never handed to this one.
-    NotOwner,
-    /// The task was dead-lettered.
-    Dead,
-}
-
-/// What a `sweep` did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Tasks whose lease ran out (or whose worker went inactive) that are queued again.
-    pub requeued: u64,
-    /// Tasks that ran out of attempts.
-    pub dead: u64,
-    /// Inactive workers removed.
-    pub workers_removed: u64,
-}
-
-/// How many tasks are in each state, and how many workers are registered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub queued: u64,
-    pub leased: u64,
-    pub done: u64,
-    pub dead: u64,
-    pub workers: u64,
-}
+use crate::protocol::WorkerResult;
 
 /// Failures of the store itself (not of the caller's request).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
-    #[error("store database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("the store file was written by a newer mcp-workers (schema version {found}, this one knows {known})")]
+    /// The backend failed (I/O, SQL, connection). Shared, so one failed group commit can
+    /// answer every caller in it.
+    #[error("store backend error: {0}")]
+    Backend(Arc<dyn std::error::Error + Send + Sync>),
+    #[error("the store was written by a newer mcp-workers (schema version {found}, this one knows {known})")]
     TooNew { found: i64, known: i64 },
     #[error("corrupt store row: {0}")]
     Corrupt(String),
+    /// The backend's connection or thread is gone (the store was closed, or it crashed).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// A copy for another caller of the same failed transaction.
+    pub fn shared(&self) -> Self {
+        match self {
+            Self::Backend(e) => Self::Backend(Arc::clone(e)),
+            Self::TooNew { found, known } => Self::TooNew { found: *found, known: *known },
+            Self::Corrupt(s) => Self::Corrupt(s.clone()),
+            Self::Closed => Self::Closed,
+            Self::DataDir { path, source } => {
+                Self::DataDir { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The queue's durable state. Every method is one transaction.
-pub trait Store: Send + Sync + 'static {
+/// The polling queue's durable state. Every method is one transaction.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
     /// Adds tasks at the back of the queue, in order; returns their ids.
-    fn enqueue(&self, prompts: &[String], now: Millis) -> Result<Vec<String>>;
-    /// Registers a worker that counts as active until `active_until`.
-    fn create_worker(&self, now: Millis, active_until: Millis) -> Result<String>;
-    /// Marks a worker as seen and active at least until `active_until`. False if it is unknown.
-    fn touch_worker(&self, worker_id: &str, now: Millis, active_until: Millis) -> Result<bool>;
-    /// Leases the oldest queued task to `worker_id` until `lease_until` (attempts + 1).
-    fn claim(&self, worker_id: &str, now: Millis, lease_until: Millis) -> Result<Option<Task>>;
-    /// Undoes a claim whose task never reached the worker (a cancelled poll): queued again, the
-    /// attempt not counted. False if the task is not leased by `worker_id`.
-    fn release(&self, task_id: &str, worker_id: &str, now: Millis) -> Result<bool>;
+    async fn enqueue(&self, prompts: &[String]) -> Result<Vec<String>>;
+    /// Registers a worker that counts as active for `active_for` from now.
+    async fn create_worker(&self, active_for: Duration) -> Result<String>;
+    /// Marks a worker as seen now and active at least `active_for` longer. False if unknown.
+    async fn touch_worker(&self, worker_id: &str, active_for: Duration) -> Result<bool>;
+    /// Leases the oldest queued task to `worker_id` for `lease` (attempts + 1). The worker stays
+    /// active at least as long as the lease.
+    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Task>>;
+    /// Undoes a claim whose task never reached the worker (a cancelled poll): queued again at
+    /// its place, the attempt not counted. False if the task is not leased by `worker_id`.
+    async fn release(&self, task_id: &str, worker_id: &str) -> Result<bool>;
     /// Stores the response of a task leased by `worker_id` (or queued again after its lease ran
     /// out, while still last owned by it). Anything else changes nothing.
-    fn submit(&self, worker_id: &str, task_id: &str, response: &str, now: Millis) -> Result<SubmitOutcome>;
+    async fn submit(&self, worker_id: &str, task_id: &str, response: &str) -> Result<SubmitOutcome>;
     /// Requeues tasks whose lease ran out or whose worker is inactive (dead-letters them after
     /// `max_attempts`), and removes inactive workers.
-    fn sweep(&self, now: Millis, max_attempts: u32) -> Result<SweepReport>;
-    fn task(&self, task_id: &str) -> Result<Option<Task>>;
+    async fn sweep(&self, max_attempts: u32) -> Result<SweepReport>;
+    async fn task(&self, task_id: &str) -> Result<Option<Task>>;
     /// Tasks oldest first, optionally only those in `state`, at most `limit`.
-    fn tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<Task>>;
-    fn counts(&self) -> Result<Counts>;
-    /// Whether some worker is active at `now`.
-    fn any_active_worker(&self, now: Millis) -> Result<bool>;
-    /// Background upkeep, called every sweep (SQLite: checkpoints the WAL from a side
-    /// connection, off the path of claims and submits).
-    fn maintain(&self) -> Result<()>;
-    /// A number that changes when another process changed the store (cheap; polled while
-    /// polls wait, so a task enqueued elsewhere is seen at once).
-    fn change_token(&self) -> Result<u64>;
+    async fn tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<Task>>;
+    async fn counts(&self) -> Result<Counts>;
+    /// Whether some worker is active now.
+    async fn any_active_worker(&self) -> Result<bool>;
+    /// Background upkeep, called every sweep, off the path of claims and submits (SQLite:
+    /// checkpoints the WAL).
+    async fn maintain(&self) -> Result<()>;
+    /// Wakes when queued tasks may have appeared: an enqueue, a release or a requeue, through
+    /// this handle or any other (another process, another daemon). A hint: claim to find out.
+    fn task_changes(&self) -> Changes;
+}
+
+/// The action journal and event log of `serve`. Every accepted action is in it before it is
+/// acknowledged; its state moves `accepted` → `running` → `done` with exactly one result.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Which of `task_ids` the journal already holds.
+    async fn known(&self, task_ids: &[String]) -> Result<Vec<String>>;
+    /// Records accepted actions (state `accepted`, with what to run them again from) and refused
+    /// ones (state `done`, with their result) in one transaction, with an event each. Returns
+    /// the events, in order. A refused action whose id is known keeps its first record.
+    async fn accept(
+        &self,
+        accepted: &[(String, serde_json::Value)],
+        refused: &[WorkerResult],
+    ) -> Result<Vec<EventRecord>>;
+    /// Marks an accepted action as running, with a `started` event.
+    async fn started(&self, task_id: &str) -> Result<EventRecord>;
+    /// Records an action's one result, with a `result` event. A second result for the same
+    /// action changes nothing (`None`). Trims the event log to the newest
+    /// [`types::KEEP_EVENTS`].
+    async fn finish(&self, result: &WorkerResult) -> Result<Option<EventRecord>>;
+    /// One action as `GET /v1/tasks/{id}` shows it.
+    async fn action(&self, task_id: &str) -> Result<Option<ActionRecord>>;
+    /// Events with an id above `after`, oldest first, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>>;
+    /// What a previous run left: running actions and not-yet-started ones, oldest first.
+    async fn recover(&self) -> Result<Recovery>;
+    /// How many actions are accepted and how many running.
+    async fn unfinished(&self) -> Result<Unfinished>;
+    /// Wakes when events may have been appended, through this handle or any other.
+    fn event_changes(&self) -> Changes;
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Queue;
-use crate::store::now_ms;
 
 pub const PROMPTS: [&str; 20] = [
     "What is the capital of Norway?",
@@ -53,7 +52,11 @@ pub async fn run(queue: Arc<Queue>, interval: Duration, shutdown: CancellationTo
             () = tokio::time::sleep(interval) => {}
             () = shutdown.cancelled() => return,
         }
-        let state = queue.with_store(|s| Ok((s.any_active_worker(now_ms())?, s.counts()?.queued))).await;
+        let store = queue.store();
+        let state = match store.any_active_worker().await {
+            Ok(active) => store.counts().await.map(|c| (active, c.queued)),
+            Err(err) => Err(err),
+        };
         match state {
             Ok((true, waiting)) if waiting < MAX_WAITING => {
                 let Some(prompt) = pick(&mut left) else {

@@ -4,8 +4,8 @@
 //! waiting (FIFO). It claims a task in the store for the poll at the front, then passes it over a
 //! oneshot channel; a poll that was cancelled meanwhile makes the send fail, and the claim is
 //! released. The dispatcher wakes on an in-process enqueue (a `Notify`), on a sweep that requeued
-//! something, and, only while polls wait, when the store's change token moves (another process
-//! wrote: an `enqueue` from the CLI, another server).
+//! something, and, only while polls wait, on the store's change subscription
+//! ([`QueueStore::task_changes`]: another process wrote, e.g. an `enqueue` from the CLI).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Millis, Store, StoreError, SubmitOutcome, Task, now_ms};
+use crate::store::{QueueStore, StoreError, SubmitOutcome, Task};
 
 /// The queue's policy: how long things last.
 #[derive(Debug, Clone)]
@@ -31,8 +31,6 @@ pub struct QueueConfig {
     pub max_response_bytes: usize,
     /// How often a waiting poll sends a progress notification (when the client asked for them).
     pub progress_interval: Duration,
-    /// How often the store's change token is read while polls wait.
-    pub watch_interval: Duration,
     /// How often expired leases and inactive workers are swept.
     pub sweep_interval: Duration,
 }
@@ -46,7 +44,6 @@ impl Default for QueueConfig {
             max_attempts: 3,
             max_response_bytes: 1024 * 1024,
             progress_interval: Duration::from_secs(5),
-            watch_interval: Duration::from_millis(5),
             sweep_interval: Duration::from_millis(500),
         }
     }
@@ -56,8 +53,6 @@ impl Default for QueueConfig {
 pub enum QueueError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("store task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// How a poll ended.
@@ -77,20 +72,16 @@ struct Waiter {
 }
 
 pub struct Queue {
-    store: Arc<dyn Store>,
+    store: Arc<dyn QueueStore>,
     config: QueueConfig,
     waiters: Mutex<VecDeque<Waiter>>,
     wake: Notify,
     shutdown: CancellationToken,
 }
 
-fn ms(d: Duration) -> Millis {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl Queue {
     /// Starts the dispatcher and the sweeper; both stop when `shutdown` is cancelled.
-    pub fn start(store: Arc<dyn Store>, config: QueueConfig, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn start(store: Arc<dyn QueueStore>, config: QueueConfig, shutdown: CancellationToken) -> Arc<Self> {
         let queue =
             Arc::new(Self { store, config, waiters: Mutex::new(VecDeque::new()), wake: Notify::new(), shutdown });
         tokio::spawn(Arc::clone(&queue).dispatch_loop());
@@ -102,44 +93,34 @@ impl Queue {
         &self.config
     }
 
-    /// Runs a store operation off the async threads.
-    pub async fn with_store<T, F>(&self, f: F) -> Result<T, QueueError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn Store) -> crate::store::Result<T> + Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+    /// The store behind the queue.
+    pub fn store(&self) -> &dyn QueueStore {
+        self.store.as_ref()
     }
 
-    fn active_until(&self, now: Millis) -> Millis {
-        now.saturating_add(ms(self.config.poll_timeout)).saturating_add(ms(self.config.inactive_grace))
+    /// How long a worker counts as active after it was seen.
+    fn active_for(&self) -> Duration {
+        self.config.poll_timeout.saturating_add(self.config.inactive_grace)
     }
 
     pub async fn create_worker(&self) -> Result<String, QueueError> {
-        let now = now_ms();
-        let until = self.active_until(now);
-        self.with_store(move |s| s.create_worker(now, until)).await
+        Ok(self.store.create_worker(self.active_for()).await?)
     }
 
     pub async fn enqueue(&self, prompts: Vec<String>) -> Result<Vec<String>, QueueError> {
-        let ids = self.with_store(move |s| s.enqueue(&prompts, now_ms())).await?;
+        let ids = self.store.enqueue(&prompts).await?;
         self.wake.notify_one();
         Ok(ids)
     }
 
     pub async fn submit(&self, worker_id: &str, task_id: &str, response: &str) -> Result<SubmitOutcome, QueueError> {
-        let (w, t, r) = (worker_id.to_owned(), task_id.to_owned(), response.to_owned());
-        self.with_store(move |s| s.submit(&w, &t, &r, now_ms())).await
+        Ok(self.store.submit(worker_id, task_id, response).await?)
     }
 
     /// Waits up to the poll timeout for a task for `worker_id`. When `cancelled` completes (the
     /// client cancelled or went away) the wait ends without taking a task.
     pub async fn poll(&self, worker_id: &str, cancelled: impl Future<Output = ()>) -> Result<PollOutcome, QueueError> {
-        let now = now_ms();
-        let until = self.active_until(now);
-        let id = worker_id.to_owned();
-        if !self.with_store(move |s| s.touch_worker(&id, now, until)).await? {
+        if !self.store.touch_worker(worker_id, self.active_for()).await? {
             return Ok(PollOutcome::UnknownWorker);
         }
         let (tx, mut rx) = oneshot::channel();
@@ -159,8 +140,7 @@ impl Queue {
         rx.close();
         match rx.try_recv() {
             Ok(task) if cancelled => {
-                let (t, w) = (task.id.clone(), worker_id.to_owned());
-                self.with_store(move |s| s.release(&t, &w, now_ms())).await?;
+                self.store.release(&task.id, worker_id).await?;
                 self.wake.notify_one();
                 Ok(PollOutcome::Cancelled)
             }
@@ -182,10 +162,7 @@ impl Queue {
     /// Hands queued tasks to waiting polls until one side runs out.
     async fn serve_waiters(&self) -> Result<(), QueueError> {
         while let Some(worker_id) = self.front_worker() {
-            let now = now_ms();
-            let lease_until = now.saturating_add(ms(self.config.lease));
-            let w = worker_id.clone();
-            let Some(task) = self.with_store(move |s| s.claim(&w, now, lease_until)).await? else {
+            let Some(task) = self.store.claim(&worker_id, self.config.lease).await? else {
                 return Ok(());
             };
             // Only this task pops, so the front is still the waiter the task was claimed for.
@@ -196,7 +173,7 @@ impl Queue {
             };
             if let Some(task) = undelivered {
                 tracing::debug!(task_id = %task.id, worker_id, "poll went away; releasing the task");
-                self.with_store(move |s| s.release(&task.id, &worker_id, now_ms())).await?;
+                self.store.release(&task.id, &worker_id).await?;
             }
         }
         Ok(())
@@ -207,7 +184,7 @@ impl Queue {
     }
 
     async fn dispatch_loop(self: Arc<Self>) {
-        let mut token = self.with_store(|s| s.change_token()).await.unwrap_or(0);
+        let mut changes = self.store.task_changes();
         loop {
             if let Err(err) = self.serve_waiters().await {
                 tracing::error!(error = %err, "queue dispatch failed; retrying");
@@ -217,22 +194,7 @@ impl Queue {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = self.shutdown.cancelled() => return,
-                changed = self.watch_changes(token), if waiting => token = changed,
-            }
-        }
-    }
-
-    /// Returns when the store's change token differs from `token` (another process wrote).
-    async fn watch_changes(&self, token: u64) -> u64 {
-        loop {
-            tokio::time::sleep(self.config.watch_interval).await;
-            match self.with_store(|s| s.change_token()).await {
-                Ok(now) if now != token => return now,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read the store's change token");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                () = changes.changed(), if waiting => {}
             }
         }
     }
@@ -244,7 +206,11 @@ impl Queue {
                 () = tokio::time::sleep(self.config.sweep_interval) => {}
                 () = self.shutdown.cancelled() => return,
             }
-            match self.with_store(move |s| s.maintain().and_then(|()| s.sweep(now_ms(), max_attempts))).await {
+            let swept = match self.store.maintain().await {
+                Ok(()) => self.store.sweep(max_attempts).await,
+                Err(err) => Err(err),
+            };
+            match swept {
                 Ok(report) => {
                     if report.requeued > 0 {
                         tracing::info!(tasks = report.requeued, "leases ran out; tasks queued again");

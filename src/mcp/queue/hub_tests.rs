@@ -83,7 +83,7 @@ async fn cancelling_at_the_moment_of_delivery_never_loses_a_task() {
         }
     }
     settle().await;
-    let all = q.with_store(|s| s.tasks(None, 100)).await.unwrap();
+    let all = q.store().tasks(None, 100).await.unwrap();
     let leased = all.iter().filter(|t| t.state == TaskState::Leased).count();
     assert_eq!(leased, delivered, "every leased task reached its poll; the rest are queued");
     assert!(all.iter().filter(|t| t.state == TaskState::Queued).all(|t| t.attempts == 0));

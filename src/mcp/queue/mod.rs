@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use hub::{Queue, QueueConfig};
 pub use server::QueueServer;
 
-use crate::store::SqliteStore;
+use crate::store::{QueueStore, SqliteStore};
 
 /// How the queue runs: the hand-out rules, and the demo source's interval (`None`: no demo tasks).
 #[derive(Debug, Clone)]
@@ -34,11 +34,16 @@ pub struct QueueSettings {
 pub fn start(data_dir: &Path, settings: &QueueSettings, shutdown: &CancellationToken) -> anyhow::Result<Arc<Queue>> {
     let store =
         SqliteStore::open(data_dir).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let queue = Queue::start(Arc::new(store), settings.config.clone(), shutdown.clone());
+    Ok(start_on(Arc::new(store), settings, shutdown))
+}
+
+/// Starts the queue (and the demo source if asked) on an open store.
+pub fn start_on(store: Arc<dyn QueueStore>, settings: &QueueSettings, shutdown: &CancellationToken) -> Arc<Queue> {
+    let queue = Queue::start(store, settings.config.clone(), shutdown.clone());
     if let Some(interval) = settings.demo_interval {
         tokio::spawn(demo::run(Arc::clone(&queue), interval, shutdown.clone()));
     }
-    Ok(queue)
+    queue
 }
 
 /// `mcp-workers mcp queue`: serve the queue over stdio until stdin closes.

@@ -8,6 +8,12 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::store::{Result, StoreError};
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Backend(std::sync::Arc::new(err))
+    }
+}
+
 /// The store file inside the data directory.
 pub const FILE_NAME: &str = "store.sqlite3";
 
@@ -37,7 +43,7 @@ pub const MIGRATIONS: &[&str] = &[
         active_until_ms INTEGER NOT NULL
     );
     CREATE INDEX workers_by_activity ON workers (active_until_ms);",
-    // 2: the action journal of `serve` (see src/journal.rs).
+    // 2: the action journal of `serve` (see journal.rs).
     "CREATE TABLE actions (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
         task_id     TEXT NOT NULL UNIQUE,
@@ -65,15 +71,17 @@ pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 /// How long a writer waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens (creating if needed) `<data_dir>/store.sqlite3` in WAL mode and migrates it.
-pub fn open_in(data_dir: &Path) -> Result<Connection> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
-    open_file(&data_dir.join(FILE_NAME))
-}
-
 /// Opens one SQLite file with the store's settings and applies [`MIGRATIONS`].
 pub fn open_file(path: &Path) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = open_migrated(path)?;
+    migrate(&mut conn, MIGRATIONS)?;
+    Ok(conn)
+}
+
+/// Opens one SQLite file with the store's settings, for a file that [`open_file`] migrated
+/// already (a second connection of the same handle: no write lock taken).
+pub fn open_migrated(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never block the writer; NORMAL: a commit survives a crash of the process
     // (kill -9); only a power loss can take the last commits.
@@ -82,9 +90,10 @@ pub fn open_file(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Checkpoints (which fsync) would otherwise run inside whichever commit crosses 1000 WAL
     // pages: the queue's hot path. The queue checkpoints from a side connection instead
-    // (`Store::maintain`); this larger limit is only a safety net.
+    // (`QueueStore::maintain`); this larger limit is only a safety net.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-    migrate(&mut conn, MIGRATIONS)?;
+    // The writer runs every queue and journal statement: keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

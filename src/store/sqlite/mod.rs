@@ -1,273 +1,227 @@
-//! [`Store`] on one SQLite file (WAL). One connection per process behind a mutex: SQLite
-//! serialises writers anyway, and writes are short. Write transactions start `IMMEDIATE`, so two
-//! processes never deadlock upgrading a read lock; `busy_timeout` makes the loser wait.
+//! The SQLite backend of [`QueueStore`] and [`Journal`]: one file, `<data-dir>/store.sqlite3`
+//! (WAL), shared by the queue and the journal, and by every process that opens the data dir.
+//!
+//! Per handle: a writer thread owning the write connection (group commit: every write waiting
+//! at that moment in one `IMMEDIATE` transaction, each answered after the commit), a reader
+//! thread with its own connection, and a third connection for WAL checkpoints
+//! ([`QueueStore::maintain`]), so none of them holds up the others. See `threads.rs`.
+//! Processes never deadlock upgrading a read lock (writes start `IMMEDIATE`); `busy_timeout`
+//! makes the loser wait.
 
 pub mod db;
+mod journal;
+mod queue;
 #[cfg(test)]
 mod tests;
+mod threads;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use async_trait::async_trait;
+use rusqlite::Connection;
+use serde_json::Value;
 
-use super::ids::new_id;
-use super::{Counts, Millis, Result, Store, StoreError, SubmitOutcome, SweepReport, Task, TaskState};
+use self::threads::{Feeds, Msg, ReadJob, read, write};
+use super::changes::{ChangeFeed, Demand};
+use super::clock::millis;
+use super::{
+    ActionRecord, Changes, Clock, Counts, EventRecord, Journal, QueueStore, Recovery, Result, StoreError,
+    SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
+};
+use crate::protocol::WorkerResult;
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
-    /// A second connection, only for checkpoints, so they never hold up the first.
-    checkpointer: Mutex<Connection>,
+    writer: Sender<Msg>,
+    reader: Sender<ReadJob>,
+    checkpointer: Arc<Checkpointer>,
+    feeds: Arc<Feeds>,
+    clock: Clock,
+    waker: Arc<Mutex<Option<Sender<Msg>>>>,
 }
 
-const TASK_COLUMNS: &str =
-    "id, prompt, state, attempts, owner, lease_expires_ms, response, dead_reason, created_ms, updated_ms";
+/// A connection only for checkpoints, so they never hold up the writer or the reader; opened
+/// at the first one (a short-lived `mcp queue` never needs it).
+struct Checkpointer {
+    path: std::path::PathBuf,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Checkpointer {
+    fn checkpoint(&self) -> Result<()> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if conn.is_none() {
+            *conn = Some(db::open_migrated(&self.path)?);
+        }
+        let Some(conn) = conn.as_ref() else { return Err(StoreError::Closed) };
+        // PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.waker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+}
 
 impl SqliteStore {
     /// Opens `<data_dir>/store.sqlite3`, creating and migrating it as needed.
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
-        Self::open_file(&data_dir.join(db::FILE_NAME))
+        Self::open_file(&data_dir.join(db::FILE_NAME), Clock::System)
     }
 
-    /// Opens a given SQLite file.
-    pub fn open_file(path: &Path) -> Result<Self> {
-        let conn = db::open_file(path)?;
-        let checkpointer = db::open_file(path)?;
-        Ok(Self { conn: Mutex::new(conn), checkpointer: Mutex::new(checkpointer) })
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-done transaction behind (rusqlite
-        // rolls back on drop), so the connection is still good.
-        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
-    let state: String = row.get(2)?;
-    let state = TaskState::parse(&state).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, format!("bad state {state}").into())
-    })?;
-    Ok(Task {
-        id: row.get(0)?,
-        prompt: row.get(1)?,
-        state,
-        attempts: row.get(3)?,
-        owner: row.get(4)?,
-        lease_expires_ms: row.get(5)?,
-        response: row.get(6)?,
-        dead_reason: row.get(7)?,
-        created_ms: row.get(8)?,
-        updated_ms: row.get(9)?,
-    })
-}
-
-fn to_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// Requeues or dead-letters the leased tasks matched by `condition`.
-fn expire_leases(tx: &Connection, condition: &str, reason: &str, now: Millis, max_attempts: u32) -> Result<(u64, u64)> {
-    let dead = tx.execute(
-        &format!(
-            "UPDATE tasks SET state = 'dead', lease_expires_ms = NULL, updated_ms = ?1,
-                 dead_reason = ?3 || ' after ' || attempts || ' attempt(s), last worker ' || coalesce(owner, '?')
-             WHERE state = 'leased' AND attempts >= ?2 AND ({condition})"
-        ),
-        params![now, max_attempts, reason],
-    )?;
-    let requeued = tx.execute(
-        &format!(
-            "UPDATE tasks SET state = 'queued', lease_expires_ms = NULL, updated_ms = ?1
-             WHERE state = 'leased' AND ({condition})"
-        ),
-        params![now],
-    )?;
-    Ok((to_u64(requeued), to_u64(dead)))
-}
-
-impl Store for SqliteStore {
-    fn enqueue(&self, prompts: &[String], now: Millis) -> Result<Vec<String>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut ids = Vec::with_capacity(prompts.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO tasks (id, prompt, state, created_ms, updated_ms) VALUES (?1, ?2, 'queued', ?3, ?3)",
-            )?;
-            for prompt in prompts {
-                let id = new_id("task", now);
-                insert.execute(params![id, prompt, now])?;
-                ids.push(id);
+    /// Opens a given SQLite file, reading "now" from `clock`.
+    pub fn open_file(path: &Path, clock: Clock) -> Result<Self> {
+        let write_conn = db::open_file(path)?;
+        let (writer, writer_rx) = mpsc::channel();
+        let (reader, reader_rx) = mpsc::channel::<ReadJob>();
+        // The writer's feeds hold the demand, and so this sender: cleared on drop, so that the
+        // writer's channel closes (and its thread ends) with the last handle.
+        let waker = Arc::new(Mutex::new(Some(writer.clone())));
+        let wake = Arc::clone(&waker);
+        let demand = Demand::new(move || {
+            if let Some(tx) = wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+                let _ = tx.send(Msg::Wake);
             }
-        }
-        tx.commit()?;
-        Ok(ids)
+        });
+        let feeds = Arc::new(Feeds {
+            tasks: ChangeFeed::new(Arc::clone(&demand)),
+            events: ChangeFeed::new(Arc::clone(&demand)),
+        });
+        let (writer_feeds, writer_clock) = (Arc::clone(&feeds), clock.clone());
+        spawn("store-writer", move || threads::run_writer(write_conn, writer_rx, writer_clock, writer_feeds, demand))?;
+        let read_path = path.to_path_buf();
+        spawn("store-reader", move || threads::run_reader(&read_path, reader_rx))?;
+        let checkpointer = Arc::new(Checkpointer { path: path.to_path_buf(), conn: Mutex::new(None) });
+        Ok(Self { writer, reader, checkpointer, feeds, clock, waker })
     }
 
-    fn create_worker(&self, now: Millis, active_until: Millis) -> Result<String> {
-        let id = new_id("worker", now);
-        self.conn().execute(
-            "INSERT INTO workers (id, created_ms, last_seen_ms, active_until_ms) VALUES (?1, ?2, ?2, ?3)",
-            params![id, now, active_until],
-        )?;
-        Ok(id)
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, super::Millis) -> Result<(T, threads::Effects)> + Send + 'static,
+    ) -> Result<T> {
+        write(&self.writer, op).await
     }
 
-    fn touch_worker(&self, worker_id: &str, now: Millis, active_until: Millis) -> Result<bool> {
-        let changed = self
-            .conn()
-            .prepare_cached(
-                "UPDATE workers SET last_seen_ms = ?2, active_until_ms = max(active_until_ms, ?3) WHERE id = ?1",
-            )?
-            .execute(params![worker_id, now, active_until])?;
-        Ok(changed > 0)
+    async fn read<T: Send + 'static>(&self, op: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        read(&self.reader, op).await
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).map(drop).map_err(|e| StoreError::Backend(Arc::new(e)))
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn enqueue(&self, prompts: &[String]) -> Result<Vec<String>> {
+        let prompts = prompts.to_vec();
+        self.write(move |c, now| queue::enqueue(c, &prompts, now)).await
     }
 
-    fn claim(&self, worker_id: &str, now: Millis, lease_until: Millis) -> Result<Option<Task>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let task = tx
-            .prepare_cached(&format!(
-                "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3, attempts = attempts + 1,
-                     updated_ms = ?2
-                 WHERE seq = (SELECT seq FROM tasks WHERE state = 'queued' ORDER BY seq LIMIT 1)
-                 RETURNING {TASK_COLUMNS}"
-            ))?
-            .query_row(params![worker_id, now, lease_until], task_from_row)
-            .optional()?;
-        if task.is_some() {
-            // A worker holding a lease stays active at least as long as the lease.
-            tx.prepare_cached("UPDATE workers SET active_until_ms = max(active_until_ms, ?2) WHERE id = ?1")?
-                .execute(params![worker_id, lease_until])?;
-        }
-        tx.commit()?;
-        Ok(task)
+    async fn create_worker(&self, active_for: Duration) -> Result<String> {
+        self.write(move |c, now| queue::create_worker(c, now, now.saturating_add(millis(active_for)))).await
     }
 
-    fn release(&self, task_id: &str, worker_id: &str, now: Millis) -> Result<bool> {
-        let changed = self.conn().execute(
-            "UPDATE tasks SET state = 'queued', lease_expires_ms = NULL, attempts = max(attempts - 1, 0),
-                 updated_ms = ?3
-             WHERE id = ?1 AND owner = ?2 AND state = 'leased'",
-            params![task_id, worker_id, now],
-        )?;
-        Ok(changed > 0)
+    async fn touch_worker(&self, worker_id: &str, active_for: Duration) -> Result<bool> {
+        let w = worker_id.to_owned();
+        self.write(move |c, now| queue::touch_worker(c, &w, now, now.saturating_add(millis(active_for)))).await
     }
 
-    fn submit(&self, worker_id: &str, task_id: &str, response: &str, now: Millis) -> Result<SubmitOutcome> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let worker_known = tx.prepare_cached("SELECT 1 FROM workers WHERE id = ?1")?.exists(params![worker_id])?;
-        if !worker_known {
-            return Ok(SubmitOutcome::UnknownWorker);
-        }
-        let row: Option<(String, Option<String>)> = tx
-            .prepare_cached("SELECT state, owner FROM tasks WHERE id = ?1")?
-            .query_row(params![task_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((state, owner)) = row else {
-            return Ok(SubmitOutcome::UnknownTask);
-        };
-        let state =
-            TaskState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("task {task_id}: state {state}")))?;
-        let owned = owner.as_deref() == Some(worker_id);
-        let outcome = match state {
-            TaskState::Done => SubmitOutcome::AlreadyDone { by: owner },
-            TaskState::Dead => SubmitOutcome::Dead,
-            TaskState::Leased | TaskState::Queued if owned => {
-                tx.prepare_cached(
-                    "UPDATE tasks SET state = 'done', response = ?2, lease_expires_ms = NULL, updated_ms = ?3
-                     WHERE id = ?1",
-                )?
-                .execute(params![task_id, response, now])?;
-                SubmitOutcome::Accepted
-            }
-            TaskState::Leased | TaskState::Queued => SubmitOutcome::NotOwner,
-        };
-        tx.prepare_cached("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1")?.execute(params![worker_id, now])?;
-        tx.commit()?;
-        Ok(outcome)
+    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Task>> {
+        let w = worker_id.to_owned();
+        self.write(move |c, now| queue::claim(c, &w, now, now.saturating_add(millis(lease)))).await
     }
 
-    fn sweep(&self, now: Millis, max_attempts: u32) -> Result<SweepReport> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (requeued, dead) = expire_leases(&tx, "lease_expires_ms <= ?1", "lease expired", now, max_attempts)?;
-        let (requeued_w, dead_w) = expire_leases(
-            &tx,
-            "owner IN (SELECT id FROM workers WHERE active_until_ms < ?1)",
-            "worker went inactive",
-            now,
-            max_attempts,
-        )?;
-        let workers_removed = tx.execute("DELETE FROM workers WHERE active_until_ms < ?1", params![now])?;
-        tx.commit()?;
-        Ok(SweepReport {
-            requeued: requeued + requeued_w,
-            dead: dead + dead_w,
-            workers_removed: to_u64(workers_removed),
-        })
+    async fn release(&self, task_id: &str, worker_id: &str) -> Result<bool> {
+        let (t, w) = (task_id.to_owned(), worker_id.to_owned());
+        self.write(move |c, now| queue::release(c, &t, &w, now)).await
     }
 
-    fn task(&self, task_id: &str) -> Result<Option<Task>> {
-        Ok(self
-            .conn()
-            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
-            .query_row(params![task_id], task_from_row)
-            .optional()?)
+    async fn submit(&self, worker_id: &str, task_id: &str, response: &str) -> Result<SubmitOutcome> {
+        let (w, t, r) = (worker_id.to_owned(), task_id.to_owned(), response.to_owned());
+        self.write(move |c, now| queue::submit(c, &w, &t, &r, now)).await
     }
 
-    fn tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<Task>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE ?1 IS NULL OR state = ?1 ORDER BY seq LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![state.map(TaskState::as_str), limit], task_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    async fn sweep(&self, max_attempts: u32) -> Result<SweepReport> {
+        self.write(move |c, now| queue::sweep(c, now, max_attempts)).await
     }
 
-    fn counts(&self) -> Result<Counts> {
-        let conn = self.conn();
-        let mut counts = Counts::default();
-        let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let state: String = row.get(0)?;
-            let n: i64 = row.get(1)?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match TaskState::parse(&state) {
-                Some(TaskState::Queued) => counts.queued = n,
-                Some(TaskState::Leased) => counts.leased = n,
-                Some(TaskState::Done) => counts.done = n,
-                Some(TaskState::Dead) => counts.dead = n,
-                None => return Err(StoreError::Corrupt(format!("task state {state}"))),
-            }
-        }
-        let workers: i64 = conn.query_row("SELECT count(*) FROM workers", [], |r| r.get(0))?;
-        counts.workers = u64::try_from(workers).unwrap_or(0);
-        Ok(counts)
+    async fn task(&self, task_id: &str) -> Result<Option<Task>> {
+        let t = task_id.to_owned();
+        self.read(move |c| queue::task(c, &t)).await
     }
 
-    fn any_active_worker(&self, now: Millis) -> Result<bool> {
-        Ok(self
-            .conn()
-            .prepare_cached("SELECT 1 FROM workers WHERE active_until_ms >= ?1 LIMIT 1")?
-            .exists(params![now])?)
+    async fn tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<Task>> {
+        self.read(move |c| queue::tasks(c, state, limit)).await
     }
 
-    fn maintain(&self) -> Result<()> {
-        let conn = self.checkpointer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
+    async fn counts(&self) -> Result<Counts> {
+        self.read(queue::counts).await
     }
 
-    fn change_token(&self) -> Result<u64> {
-        // data_version changes when another connection commits; our own commits do not change it.
-        let version: i64 = self.conn().pragma_query_value(None, "data_version", |r| r.get(0))?;
-        Ok(version as u64)
+    async fn any_active_worker(&self) -> Result<bool> {
+        let now = self.clock.now();
+        self.read(move |c| queue::any_active_worker(c, now)).await
+    }
+
+    async fn maintain(&self) -> Result<()> {
+        let checkpointer = Arc::clone(&self.checkpointer);
+        // Rare (once per sweep) and it may fsync: the blocking pool is the right place.
+        tokio::task::spawn_blocking(move || checkpointer.checkpoint()).await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn task_changes(&self) -> Changes {
+        self.feeds.tasks.subscribe()
+    }
+}
+
+#[async_trait]
+impl Journal for SqliteStore {
+    async fn known(&self, task_ids: &[String]) -> Result<Vec<String>> {
+        let ids = task_ids.to_vec();
+        self.read(move |c| journal::known(c, &ids)).await
+    }
+
+    async fn accept(&self, accepted: &[(String, Value)], refused: &[WorkerResult]) -> Result<Vec<EventRecord>> {
+        let (accepted, refused) = (accepted.to_vec(), refused.to_vec());
+        self.write(move |c, now| journal::accept(c, &accepted, &refused, now)).await
+    }
+
+    async fn started(&self, task_id: &str) -> Result<EventRecord> {
+        let t = task_id.to_owned();
+        self.write(move |c, now| journal::started(c, &t, now)).await
+    }
+
+    async fn finish(&self, result: &WorkerResult) -> Result<Option<EventRecord>> {
+        let result = result.clone();
+        self.write(move |c, now| journal::finish(c, &result, now)).await
+    }
+
+    async fn action(&self, task_id: &str) -> Result<Option<ActionRecord>> {
+        let t = task_id.to_owned();
+        self.read(move |c| journal::action(c, &t)).await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
+        self.read(move |c| journal::events_after(c, after, limit)).await
+    }
+
+    async fn recover(&self) -> Result<Recovery> {
+        self.read(journal::recover).await
+    }
+
+    async fn unfinished(&self) -> Result<Unfinished> {
+        self.read(journal::unfinished).await
+    }
+
+    fn event_changes(&self) -> Changes {
+        self.feeds.events.subscribe()
     }
 }

@@ -8,8 +8,11 @@
 //!    baseline: an MCP `ping` round trip over HTTP.
 //! 3. Cold start of `mcp-workers mcp queue` to an answered `initialize`; baseline: spawning
 //!    `cat` and reading one line back.
+//! 4. The store alone (`store_cycles.rs`): claim+submit cycles/s on `SqliteStore` (group commit
+//!    on its writer thread), 1 and 16 callers; baseline: the same SQL, one transaction per call
+//!    through `spawn_blocking` on a mutexed connection (what the store did before).
 
-#[path = "support/http.rs"]
+#[path = "../support/http.rs"]
 mod http;
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use http::{BIN, Mcp, PROTOCOL, serve};
 use mcp_workers::mcp::queue::{Queue, QueueConfig};
-use mcp_workers::store::{SqliteStore, Store, now_ms};
+mod store_cycles;
+
+use mcp_workers::store::{QueueStore, SqliteStore};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -50,16 +55,35 @@ async fn latency_in_process(samples: usize) -> Vec<Duration> {
     out
 }
 
-/// The same hops as an in-process delivery (two trips through the blocking pool, a `Notify`,
-/// a oneshot to a waiting task), with no SQLite: the runtime's own floor on this machine.
+/// A thread that answers each request at once: a store thread doing no SQL.
+fn echo_thread() -> std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+    std::thread::spawn(move || {
+        for reply in rx {
+            let _ = reply.send(());
+        }
+    });
+    tx
+}
+
+async fn hop(thread: &std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    thread.send(tx).expect("echo thread");
+    rx.await.expect("echo");
+}
+
+/// The same hops as an in-process delivery (two round trips to the store's writer thread, a
+/// `Notify`, a oneshot to a waiting task), with no SQLite: the runtime's own floor here.
 async fn handoff_floor(samples: usize) -> Vec<Duration> {
     let notify = Arc::new(tokio::sync::Notify::new());
     let slot: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>> = Arc::default();
     let (n, s) = (Arc::clone(&notify), Arc::clone(&slot));
+    let thread = echo_thread();
+    let dispatcher_thread = thread.clone();
     tokio::spawn(async move {
         loop {
             n.notified().await;
-            tokio::task::spawn_blocking(|| ()).await.expect("blocking");
+            hop(&dispatcher_thread).await;
             if let Some(tx) = s.lock().expect("slot").take() {
                 let _ = tx.send(());
             }
@@ -75,7 +99,7 @@ async fn handoff_floor(samples: usize) -> Vec<Duration> {
         });
         tokio::time::sleep(Duration::from_millis(3)).await;
         let t0 = Instant::now();
-        tokio::task::spawn_blocking(|| ()).await.expect("blocking");
+        hop(&thread).await;
         notify.notify_one();
         out.push(waiter.await.expect("waiter") - t0);
     }
@@ -97,9 +121,7 @@ async fn latency_across_processes(url: &str, store: Arc<SqliteStore>, samples: u
         tokio::time::sleep(Duration::from_millis(30)).await;
         let t0 = Instant::now();
         let s = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || s.enqueue(&[format!("x {i}")], now_ms()).expect("enqueue"))
-            .await
-            .expect("join");
+        s.enqueue(&[format!("x {i}")]).await.expect("enqueue");
         let (t1, got) = poll.await.expect("poll");
         assert!(got["task_id"].is_string(), "{got}");
         out.push(t1 - t0);
@@ -166,6 +188,7 @@ fn main() {
         );
         let _ = server.kill();
         let _ = server.wait();
+        store_cycles::report().await;
     });
     let (ours, floor) = cold_start(30);
     let ((med, p99), (fmed, fp99)) = (stats(ours), stats(floor));

@@ -1,0 +1,201 @@
+//! What the store holds, as every backend returns it. The `Serialize` shapes are wire: the
+//! `tasks --json` output, `GET /v1/tasks/{id}` and the SSE events (add fields, never rename).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Millis;
+
+/// Events kept for resumption; older ones are trimmed.
+pub const KEEP_EVENTS: i64 = 100_000;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a worker.
+    Queued,
+    /// Handed to a worker; it belongs to that worker until it submits or the lease runs out.
+    Leased,
+    /// Answered: `response` holds the answer.
+    Done,
+    /// Given up after too many attempts: `dead_reason` says why.
+    Dead,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Leased => "leased",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "leased" => Self::Leased,
+            "done" => Self::Done,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// One task, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub prompt: String,
+    pub state: TaskState,
+    /// How many times it was handed out.
+    pub attempts: u32,
+    /// The worker that holds (or last held) the lease.
+    pub owner: Option<String>,
+    pub lease_expires_ms: Option<Millis>,
+    pub response: Option<String>,
+    pub dead_reason: Option<String>,
+    pub created_ms: Millis,
+    pub updated_ms: Millis,
+}
+
+/// What a `submit` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// The response is stored; the task is done.
+    Accepted,
+    UnknownWorker,
+    UnknownTask,
+    /// The task is done already (by `by`); nothing changed.
+    AlreadyDone {
+        by: Option<String>,
+    },
+    /// The task is leased by another worker, or was never handed to this one.
+    NotOwner,
+    /// The task was dead-lettered.
+    Dead,
+}
+
+/// What a `sweep` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Tasks whose lease ran out (or whose worker went inactive) that are queued again.
+    pub requeued: u64,
+    /// Tasks that ran out of attempts.
+    pub dead: u64,
+    /// Inactive workers removed.
+    pub workers_removed: u64,
+}
+
+/// How many tasks are in each state, and how many workers are registered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub queued: u64,
+    pub leased: u64,
+    pub done: u64,
+    pub dead: u64,
+    pub workers: u64,
+}
+
+/// Where an action of `serve` is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Journalled and acknowledged; not started.
+    Accepted,
+    /// Its worker was started.
+    Running,
+    /// It has its one result.
+    Done,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Running => "running",
+            Self::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "accepted" => Self::Accepted,
+            "running" => Self::Running,
+            "done" => Self::Done,
+            _ => return None,
+        })
+    }
+}
+
+/// What an event of the log says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Accepted,
+    Started,
+    Result,
+}
+
+impl EventKind {
+    /// The SSE event name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Started => "started",
+            Self::Result => "result",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "accepted" => Self::Accepted,
+            "started" => Self::Started,
+            "result" => Self::Result,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// Increasing, gap-free order of writing; the SSE id.
+    pub id: i64,
+    pub kind: EventKind,
+    pub data: Value,
+}
+
+/// An action as the journal knows it (the body of `GET /v1/tasks/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    pub task_id: String,
+    pub state: ActionState,
+    pub action: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    pub accepted_ms: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<Millis>,
+}
+
+/// What a previous run left unfinished.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recovery {
+    /// Running when the daemon stopped: (task id, what `accept` stored).
+    pub interrupted: Vec<(String, Value)>,
+    /// Accepted, never started: (task id, what `accept` stored), oldest first.
+    pub pending: Vec<(String, Value)>,
+}
+
+/// How many actions are not done yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    pub accepted: u64,
+    pub running: u64,
+}
