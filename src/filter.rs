@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::dispatch::{Dispatcher, Event, Stopping};
 use crate::lines::{BoundedLines, Line};
+use crate::pool::{Event, Pool, Stopping};
 use crate::protocol::parse::parse_line;
 use crate::protocol::{LineError, LineErrorKind, Output};
 use crate::settings::DaemonSettings;
@@ -32,8 +32,7 @@ pub async fn serve_lines<R, W>(
 {
     let (out_tx, out_rx) = mpsc::channel::<Event>(1024);
     let writer = tokio::spawn(write_lines(out_rx, output, shutdown.clone()));
-    let (dispatcher, finished) =
-        Dispatcher::start(settings.clone(), out_tx.clone(), Stopping::immediate(&shutdown, &force));
+    let (pool, finished) = Pool::start(settings.clone(), out_tx.clone(), Stopping::immediate(&shutdown, &force));
 
     let mut lines = BoundedLines::new(BufReader::new(input), settings.max_line_bytes);
     let mut number = 0u64;
@@ -68,7 +67,7 @@ pub async fn serve_lines<R, W>(
         match reply {
             Ok(items) => {
                 for item in items {
-                    dispatcher.submit(item).await;
+                    pool.submit(item).await;
                 }
             }
             Err(error) => {
@@ -76,8 +75,8 @@ pub async fn serve_lines<R, W>(
             }
         }
     }
-    info!(lines = number, unfinished = dispatcher.unfinished(), "input closed; finishing accepted actions");
-    drop(dispatcher);
+    info!(lines = number, unfinished = pool.unfinished(), "input closed; finishing accepted actions");
+    drop(pool);
     finished.wait().await;
     drop(out_tx);
     if let Err(err) = writer.await {

@@ -113,7 +113,7 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
         ended = &mut server => Some(ended),
     };
     shutdown.cancel();
-    notifier.stopping(running.service.dispatcher.running());
+    notifier.stopping(running.service.pool.running());
     running.stop(settings.shutdown_grace, &force).await;
     http_stop.cancel();
     let ended = match failed {

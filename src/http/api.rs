@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::dispatch::CancelOutcome;
+use crate::pool::CancelOutcome;
 use crate::protocol::parse::parse_line;
 use crate::service::{AcceptError, Accepted, Published, Service};
 use crate::store::{ActionState, EventKind};
@@ -191,14 +191,14 @@ async fn get_task(State(service): State<Arc<Service>>, Path(id): Path<String>) -
 
 /// `DELETE /v1/tasks/{id}`: cancels a queued or running action (its result: kind `cancelled`).
 async fn cancel_task(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
-    if service.dispatcher.cancel(&id) == CancelOutcome::Cancelled {
+    if service.pool.cancel(&id) == CancelOutcome::Cancelled {
         return (StatusCode::ACCEPTED, axum::Json(json!({"taskId": id, "cancelled": true}))).into_response();
     }
     match service.journal.action(&id).await {
         Ok(Some(record)) if record.state == ActionState::Done => {
             error(StatusCode::CONFLICT, "already_finished", format!("action {id} has finished already"))
         }
-        // Accepted but not yet handed to the dispatcher (only during recovery): say so plainly.
+        // Accepted but not yet handed to the pool (only during recovery): say so plainly.
         Ok(Some(_)) => error(StatusCode::CONFLICT, "not_cancellable", format!("action {id} cannot be cancelled now")),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no action with taskId {id}")),
         Err(err) => internal(err),
@@ -293,8 +293,8 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
-    let running = service.dispatcher.running();
-    let waiting = service.dispatcher.unfinished().saturating_sub(running);
+    let running = service.pool.running();
+    let waiting = service.pool.unfinished().saturating_sub(running);
     let queue = service.queue.store().counts().await.ok();
     let text = service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

@@ -67,7 +67,7 @@ impl Service {
                     let error = WorkerError::new(ErrorKind::InvalidAction, message, false);
                     refused.push(WorkerResult::failure(&action.task_id, action.origin, error));
                 }
-                Item::Spawn(action) => match self.dispatcher.admit(action) {
+                Item::Spawn(action) => match self.pool.admit(action) {
                     Ok(ok) => admitted.push(ok),
                     Err(result) => refused.push(*result),
                 },
@@ -87,7 +87,7 @@ impl Service {
         refused.iter().for_each(|r| self.metrics.observe(r));
         self.publish(events.into_iter().map(Published::from));
         for ok in admitted {
-            self.dispatcher.enqueue(ok).await;
+            self.pool.enqueue(ok).await;
         }
         Ok(Accepted { accepted, accepted_ids, refused, acks, subscription })
     }

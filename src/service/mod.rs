@@ -1,11 +1,11 @@
-//! The worker pool as a service: the dispatcher with a journal behind it. Every accepted action
+//! The worker pool as a service: the pool with a journal behind it. Every accepted action
 //! is recorded before it is acknowledged; its start and its result are recorded as they happen,
 //! and published to `GET /v1/events` subscribers and waiting requests. After a crash,
 //! [`Service::start`] answers what was running with `interrupted` and, in the background, runs
 //! what had not started.
 //!
 //! No HTTP here: the routes are in `http/`. `accept.rs` takes a request's actions as one unit,
-//! `recorder.rs` writes the dispatcher's events (retrying failed writes), `metrics.rs` keeps the
+//! `recorder.rs` writes the pool's events (retrying failed writes), `metrics.rs` keeps the
 //! counters `/metrics` shows, `notify.rs` sends systemd's readiness, status and watchdog
 //! notifications.
 
@@ -27,8 +27,8 @@ use tracing::{info, warn};
 
 pub use accept::{AcceptError, Accepted};
 
-use crate::dispatch::{Dispatcher, Event, Finished, Stopping};
 use crate::mcp::queue::Queue;
+use crate::pool::{Event, Finished, Pool, Stopping};
 use crate::protocol::parse::{Item, parse_action};
 use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
 use crate::settings::DaemonSettings;
@@ -51,7 +51,7 @@ impl From<EventRecord> for Published {
 
 pub struct Service {
     pub settings: Arc<DaemonSettings>,
-    pub dispatcher: Dispatcher,
+    pub pool: Pool,
     pub journal: Arc<dyn Journal>,
     /// Every event, as it is written (for SSE subscribers and waiting requests).
     pub events: broadcast::Sender<Published>,
@@ -81,7 +81,7 @@ pub struct Running {
 }
 
 impl Service {
-    /// Starts the dispatcher and the journal recorder, answers what a previous run left running,
+    /// Starts the pool and the journal recorder, answers what a previous run left running,
     /// and feeds what it had not started to the pool in the background (the caller can serve
     /// HTTP at once).
     pub async fn start(
@@ -95,11 +95,11 @@ impl Service {
         let (tx, rx) = mpsc::channel(1024);
         let kill = CancellationToken::new();
         let stopping = Stopping { drain: draining.clone(), kill: kill.clone(), force, keep_unstarted: true };
-        let (dispatcher, finished) = Dispatcher::start(settings.clone(), tx.clone(), stopping);
+        let (pool, finished) = Pool::start(settings.clone(), tx.clone(), stopping);
         let (events, _) = broadcast::channel(4096);
         let service = Arc::new(Service {
             settings,
-            dispatcher,
+            pool,
             journal,
             events,
             metrics: metrics::Metrics::default(),
@@ -134,7 +134,7 @@ impl Service {
     }
 
     /// Records a result that did not come from a worker (refused on recovery, interrupted), in
-    /// order with the dispatcher's events, with the same retries.
+    /// order with the pool's events, with the same retries.
     async fn finish(&self, result: WorkerResult) {
         if self.record.send(Event::Output(Output::Result(Box::new(result)))).await.is_err() {
             warn!("the journal recorder is gone; a result could not be recorded");
@@ -171,8 +171,8 @@ impl Service {
                 }
                 let origin = stored_origin(&stored);
                 match parse_action(stored["action"].clone(), origin, this.settings.limits) {
-                    Item::Spawn(action) => match this.dispatcher.admit(action) {
-                        Ok(admitted) => this.dispatcher.enqueue(admitted).await,
+                    Item::Spawn(action) => match this.pool.admit(action) {
+                        Ok(admitted) => this.pool.enqueue(admitted).await,
                         Err(refused) => this.finish(*refused).await,
                     },
                     Item::Refused(refused) => this.finish(*refused).await,
@@ -206,7 +206,7 @@ impl Running {
     /// second signal) ends the grace at once.
     pub async fn stop(self, grace: Duration, force: &CancellationToken) {
         self.service.draining.cancel();
-        let running = self.service.dispatcher.running();
+        let running = self.service.pool.running();
         info!(running, grace = ?grace, "draining: waiting for running workers");
         // Accepts in flight finish (their actions are journalled, queued or left for the next
         // start), and the recovery feed stops.
@@ -219,7 +219,7 @@ impl Running {
             () = force.cancelled() => false,
         };
         if !done {
-            warn!(running = self.service.dispatcher.running(), "stopping the remaining workers");
+            warn!(running = self.service.pool.running(), "stopping the remaining workers");
             self.kill.cancel();
             finished.await;
         }

@@ -1,8 +1,8 @@
-//! Writes the dispatcher's events to the journal and publishes them.
+//! Writes the pool's events to the journal and publishes them.
 //!
 //! - A start is acknowledged only once it is recorded, so the journal never calls a running
 //!   action "accepted". If the start cannot be recorded, the worker does not start: the
-//!   dispatcher answers the action `internal_error` (retryable).
+//!   pool answers the action `internal_error` (retryable).
 //! - A result is published at once, also when its journal write fails: waiting requests and SSE
 //!   subscribers get it (without an event id), `/readyz` turns false, and the write is retried
 //!   until it succeeds (then the result has its id for clients that resume later). At shutdown the
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{Published, Service};
-use crate::dispatch::Event;
+use crate::pool::Event;
 use crate::protocol::{Output, WorkerResult};
 use crate::store::EventKind;
 

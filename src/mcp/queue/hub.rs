@@ -1,9 +1,9 @@
 //! The queue as the MCP tools see it: the store plus what makes polls wake at once.
 //!
-//! One dispatcher task per process hands tasks to waiting polls in the order they started
+//! One hand-out loop per process hands tasks to waiting polls in the order they started
 //! waiting (FIFO). It claims a task in the store for the poll at the front, then passes it over a
 //! oneshot channel; a poll that was cancelled meanwhile makes the send fail, and the claim is
-//! released. The dispatcher wakes on an in-process enqueue (a `Notify`), on a sweep that requeued
+//! released. The hand-out loop wakes on an in-process enqueue (a `Notify`), on a sweep that requeued
 //! something, and, only while polls wait, on the store's change subscription
 //! ([`QueueStore::task_changes`]: another process wrote, e.g. an `enqueue` from the CLI).
 
@@ -80,11 +80,11 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Starts the dispatcher and the sweeper; both stop when `shutdown` is cancelled.
+    /// Starts the hand-out loop and the sweeper; both stop when `shutdown` is cancelled.
     pub fn start(store: Arc<dyn QueueStore>, config: QueueConfig, shutdown: CancellationToken) -> Arc<Self> {
         let queue =
             Arc::new(Self { store, config, waiters: Mutex::new(VecDeque::new()), wake: Notify::new(), shutdown });
-        tokio::spawn(Arc::clone(&queue).dispatch_loop());
+        tokio::spawn(Arc::clone(&queue).hand_out_loop());
         tokio::spawn(Arc::clone(&queue).sweep_loop());
         queue
     }
@@ -135,8 +135,8 @@ impl Queue {
             () = cancelled => true,
             () = self.shutdown.cancelled() => true,
         };
-        // The dispatcher may have sent a task just now: closing makes any later send fail (the
-        // dispatcher then releases it), and try_recv picks up one that got through.
+        // The hand-out loop may have sent a task just now: closing makes any later send fail (the
+        // hand-out loop then releases it), and try_recv picks up one that got through.
         rx.close();
         match rx.try_recv() {
             Ok(task) if cancelled => {
@@ -183,11 +183,11 @@ impl Queue {
         self.front_worker().is_some()
     }
 
-    async fn dispatch_loop(self: Arc<Self>) {
+    async fn hand_out_loop(self: Arc<Self>) {
         let mut changes = self.store.task_changes();
         loop {
             if let Err(err) = self.serve_waiters().await {
-                tracing::error!(error = %err, "queue dispatch failed; retrying");
+                tracing::error!(error = %err, "queue hand-out failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let waiting = self.has_waiters();

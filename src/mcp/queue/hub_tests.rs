@@ -1,4 +1,4 @@
-//! The dispatcher with a real SQLite store: fairness, cancellation, timeouts.
+//! The hand-out loop with a real SQLite store: fairness, cancellation, timeouts.
 
 use std::sync::Arc;
 use std::time::Duration;

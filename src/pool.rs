@@ -41,7 +41,7 @@ impl Runner for ClaudeRunner {
     }
 }
 
-/// What the dispatcher reports.
+/// What the pool reports.
 #[derive(Debug)]
 pub enum Event {
     /// A worker is about to start. It starts once `ack` is answered `Ok` or dropped, so a journal
@@ -52,7 +52,7 @@ pub enum Event {
     Output(Output),
 }
 
-/// How the dispatcher stops.
+/// How the pool stops.
 #[derive(Debug, Clone)]
 pub struct Stopping {
     /// No new worker starts once this fires.
@@ -102,10 +102,10 @@ struct Queued {
     accepted: Instant,
 }
 
-/// Accepts items and runs their workers. Cloning gives another handle to the same dispatcher;
+/// Accepts items and runs their workers. Cloning gives another handle to the same pool;
 /// input ends when the last handle is dropped.
 #[derive(Clone)]
-pub struct Dispatcher {
+pub struct Pool {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Queued>,
 }
@@ -123,7 +123,7 @@ struct Shared {
     running: AtomicUsize,
 }
 
-/// Awaits the end of all work once every [`Dispatcher`] handle is dropped (end of input) or the
+/// Awaits the end of all work once every [`Pool`] handle is dropped (end of input) or the
 /// drain token fires.
 pub struct Finished {
     scheduler: tokio::task::JoinHandle<()>,
@@ -140,14 +140,14 @@ impl Finished {
     }
 }
 
-/// What [`Dispatcher::cancel`] found.
+/// What [`Pool::cancel`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
     Cancelled,
     NotFound,
 }
 
-impl Dispatcher {
+impl Pool {
     /// Starts the scheduler with Claude Code workers. Events go to `out`.
     pub fn start(settings: Arc<DaemonSettings>, out: mpsc::Sender<Event>, stopping: Stopping) -> (Self, Finished) {
         let runner = Box::new(ClaudeRunner(settings.worker.clone()));
@@ -190,12 +190,12 @@ impl Dispatcher {
     }
 
     /// Registry, profile and task-id checks. On success the task id is reserved until the
-    /// action's result is out (or [`Dispatcher::withdraw`]).
+    /// action's result is out (or [`Pool::withdraw`]).
     pub fn admit(&self, action: SpawnAction) -> Result<Admitted, Box<WorkerResult>> {
         Shared::admit(&self.shared, action)
     }
 
-    /// Queues an admitted action (waits while the queue is full). If the dispatcher is stopping,
+    /// Queues an admitted action (waits while the queue is full). If the pool is stopping,
     /// the action is answered `shutdown`, or (when unstarted actions are kept) left to the journal.
     pub async fn enqueue(&self, admitted: Admitted) {
         if let Err(mpsc::error::SendError(queued)) =

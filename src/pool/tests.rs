@@ -1,4 +1,4 @@
-//! The dispatcher with scripted runners (no child processes): one result per action on every
+//! The pool with scripted runners (no child processes): one result per action on every
 //! path, slots and task ids given back, FIFO order.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Dispatcher, Event, Runner, Stopping};
+use super::{Event, Pool, Runner, Stopping};
 use crate::protocol::parse::{Item, Limits, parse_line};
 use crate::protocol::{ErrorKind, Output, WorkerResult};
 use crate::settings::DaemonSettings;
@@ -93,7 +93,7 @@ fn items(actions: &[(&str, &str)]) -> Vec<Item> {
 /// The next result, skipping starts (whose acks are dropped: the worker goes on).
 async fn next_result(rx: &mut mpsc::Receiver<Event>) -> WorkerResult {
     loop {
-        match rx.recv().await.expect("the dispatcher closed its sink") {
+        match rx.recv().await.expect("the pool closed its sink") {
             Event::Output(Output::Result(result)) => return *result,
             Event::Output(_) | Event::Started { .. } => {}
         }
@@ -104,14 +104,14 @@ async fn next_result(rx: &mut mpsc::Receiver<Event>) -> WorkerResult {
 async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (dispatcher, finished) = Dispatcher::start_with(
+    let (pool, finished) = Pool::start_with(
         settings(1),
         Box::new(Scripted),
         tx,
         Stopping::immediate(&shutdown, &CancellationToken::new()),
     );
     for item in items(&[("p", "panic"), ("q", "ok")]) {
-        dispatcher.submit(item).await;
+        pool.submit(item).await;
     }
     let first = next_result(&mut rx).await;
     assert_eq!(first.task_id, "p");
@@ -124,13 +124,13 @@ async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id()
     let second = next_result(&mut rx).await;
     assert_eq!((second.task_id.as_str(), second.success), ("q", true));
     // The id was given back: it can be used again.
-    assert_eq!(dispatcher.unfinished(), 0);
+    assert_eq!(pool.unfinished(), 0);
     for item in items(&[("p", "ok")]) {
-        dispatcher.submit(item).await;
+        pool.submit(item).await;
     }
     let again = next_result(&mut rx).await;
     assert_eq!((again.task_id.as_str(), again.success), ("p", true));
-    drop(dispatcher);
+    drop(pool);
     finished.wait().await;
     assert!(rx.try_recv().is_err(), "exactly one result per action");
 }
@@ -139,7 +139,7 @@ async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id()
 async fn a_dropped_admission_gives_its_id_back_but_not_a_later_ones() {
     let (tx, _rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (dispatcher, _finished) = Dispatcher::start_with(
+    let (pool, _finished) = Pool::start_with(
         settings(1),
         Box::new(Scripted),
         tx,
@@ -147,28 +147,28 @@ async fn a_dropped_admission_gives_its_id_back_but_not_a_later_ones() {
     );
     let mut it = items(&[("a", "ok")]).into_iter();
     let Some(Item::Spawn(action)) = it.next() else { panic!("expected a spawn") };
-    let first = dispatcher.admit(action.clone()).expect("admitted");
-    assert!(dispatcher.admit(action.clone()).is_err(), "the id is held");
+    let first = pool.admit(action.clone()).expect("admitted");
+    assert!(pool.admit(action.clone()).is_err(), "the id is held");
     drop(first);
-    assert_eq!(dispatcher.unfinished(), 0, "dropping the admission gave the id back");
-    let second = dispatcher.admit(action).expect("admitted again");
-    assert_eq!(dispatcher.unfinished(), 1);
+    assert_eq!(pool.unfinished(), 0, "dropping the admission gave the id back");
+    let second = pool.admit(action).expect("admitted again");
+    assert_eq!(pool.unfinished(), 1);
     drop(second);
-    assert_eq!(dispatcher.unfinished(), 0);
+    assert_eq!(pool.unfinished(), 0);
 }
 
 #[tokio::test]
 async fn shutdown_answers_running_and_queued_actions_once_each() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (dispatcher, finished) = Dispatcher::start_with(
+    let (pool, finished) = Pool::start_with(
         settings(1),
         Box::new(Scripted),
         tx,
         Stopping::immediate(&shutdown, &CancellationToken::new()),
     );
     for item in items(&[("w", "wait"), ("x", "ok"), ("y", "ok")]) {
-        dispatcher.submit(item).await;
+        pool.submit(item).await;
     }
     // `w` holds the only slot until it is stopped.
     loop {
@@ -186,7 +186,7 @@ async fn shutdown_answers_running_and_queued_actions_once_each() {
     }
     ids.sort();
     assert_eq!(ids, ["w", "x", "y"]);
-    drop(dispatcher);
+    drop(pool);
     finished.wait().await;
     assert!(rx.try_recv().is_err(), "exactly one result per action");
 }
@@ -206,14 +206,14 @@ async fn a_start_the_journal_could_not_record_never_runs() {
     let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (dispatcher, finished) = Dispatcher::start_with(
+    let (pool, finished) = Pool::start_with(
         settings(1),
         Box::new(Counting(runs.clone())),
         tx,
         Stopping::immediate(&shutdown, &CancellationToken::new()),
     );
     for item in items(&[("a", "ok")]) {
-        dispatcher.submit(item).await;
+        pool.submit(item).await;
     }
     match rx.recv().await {
         Some(Event::Started { task_id, ack }) => {
@@ -227,6 +227,6 @@ async fn a_start_the_journal_could_not_record_never_runs() {
     assert_eq!((error.kind, error.retryable), (ErrorKind::InternalError, true));
     assert!(error.message.contains("disk full"), "{}", error.message);
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0, "the worker must not have run");
-    drop(dispatcher);
+    drop(pool);
     finished.wait().await;
 }
