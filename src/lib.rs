@@ -1,22 +1,22 @@
 //! mcp-workers: turns the Claude Code CLI into a pool of tool-using workers, and serves a durable
 //! polling task queue over MCP. See ARCHITECTURE.md for the map.
 
-pub mod args;
-pub mod check;
+pub(crate) mod args;
+pub(crate) mod check;
 pub mod cli;
-pub mod cmd;
-pub mod filter;
-pub mod http;
-pub mod lines;
+pub(crate) mod cmd;
+pub(crate) mod filter;
+pub(crate) mod http;
+pub(crate) mod lines;
 pub mod logging;
 pub mod mcp;
-pub mod pool;
-pub mod profile;
-pub mod protocol;
-pub mod registry;
-pub mod scratch;
-pub mod service;
-pub mod settings;
-pub mod shutdown;
+pub(crate) mod pool;
+pub(crate) mod profile;
+pub(crate) mod protocol;
+pub(crate) mod registry;
+pub(crate) mod scratch;
+pub(crate) mod service;
+pub(crate) mod settings;
+pub(crate) mod shutdown;
 pub mod store;
-pub mod worker;
+pub(crate) mod worker;

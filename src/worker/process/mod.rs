@@ -61,7 +61,6 @@ static MECHANISM: OnceLock<Mechanism> = OnceLock::new();
 /// The daemon's containment of what its workers start, for as long as it runs: the subreaper
 /// and its sweeper task. Dropping it kills and reaps every orphan that is left.
 pub struct Containment {
-    pub mechanism: Mechanism,
     sweeper: tokio::task::JoinHandle<()>,
 }
 
@@ -83,7 +82,7 @@ impl Containment {
             }
         });
         tracing::info!(%mechanism, "containment of worker processes");
-        Ok(Containment { mechanism, sweeper })
+        Ok(Containment { sweeper })
     }
 }
 
