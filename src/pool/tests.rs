@@ -100,16 +100,18 @@ async fn next_result(rx: &mut mpsc::Receiver<Event>) -> WorkerResult {
     }
 }
 
+/// A pool of one slot with `runner`, stopping at once when `shutdown` fires; and its event sink.
+fn start(runner: Box<dyn Runner>, shutdown: &CancellationToken) -> (Pool, super::Finished, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(64);
+    let (pool, finished) =
+        Pool::start_with(settings(1), runner, tx, Stopping::immediate(shutdown, &CancellationToken::new()));
+    (pool, finished, rx)
+}
+
 #[tokio::test]
 async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id() {
-    let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (pool, finished) = Pool::start_with(
-        settings(1),
-        Box::new(Scripted),
-        tx,
-        Stopping::immediate(&shutdown, &CancellationToken::new()),
-    );
+    let (pool, finished, mut rx) = start(Box::new(Scripted), &shutdown);
     for item in items(&[("p", "panic"), ("q", "ok")]) {
         pool.submit(item).await;
     }
@@ -137,14 +139,8 @@ async fn a_panicking_worker_gives_one_internal_error_and_frees_its_slot_and_id()
 
 #[tokio::test]
 async fn a_dropped_admission_gives_its_id_back_but_not_a_later_ones() {
-    let (tx, _rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (pool, _finished) = Pool::start_with(
-        settings(1),
-        Box::new(Scripted),
-        tx,
-        Stopping::immediate(&shutdown, &CancellationToken::new()),
-    );
+    let (pool, _finished, _rx) = start(Box::new(Scripted), &shutdown);
     let mut it = items(&[("a", "ok")]).into_iter();
     let Some(Item::Spawn(action)) = it.next() else { panic!("expected a spawn") };
     let first = pool.admit(action.clone()).expect("admitted");
@@ -159,14 +155,8 @@ async fn a_dropped_admission_gives_its_id_back_but_not_a_later_ones() {
 
 #[tokio::test]
 async fn shutdown_answers_running_and_queued_actions_once_each() {
-    let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
-    let (pool, finished) = Pool::start_with(
-        settings(1),
-        Box::new(Scripted),
-        tx,
-        Stopping::immediate(&shutdown, &CancellationToken::new()),
-    );
+    let (pool, finished, mut rx) = start(Box::new(Scripted), &shutdown);
     for item in items(&[("w", "wait"), ("x", "ok"), ("y", "ok")]) {
         pool.submit(item).await;
     }
@@ -203,15 +193,9 @@ impl Runner for Counting {
 
 #[tokio::test]
 async fn a_start_the_journal_could_not_record_never_runs() {
-    let (tx, mut rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (pool, finished) = Pool::start_with(
-        settings(1),
-        Box::new(Counting(runs.clone())),
-        tx,
-        Stopping::immediate(&shutdown, &CancellationToken::new()),
-    );
+    let (pool, finished, mut rx) = start(Box::new(Counting(runs.clone())), &shutdown);
     for item in items(&[("a", "ok")]) {
         pool.submit(item).await;
     }
