@@ -96,6 +96,15 @@ if (cd "$SCRATCH/skeleton" && sh "$ROOT/deploy/docker/cargo-skeleton.sh" && carg
 else
   fail "the builder's dependency layer: deploy/docker/cargo-skeleton.sh does not satisfy Cargo.toml, or Cargo.lock is stale"
 fi
+# The build layer: the real sources over the stand-ins, as the Dockerfile lays them (benches' stand-ins
+# removed first), must still be a manifest Cargo accepts (e.g. no benches/NAME.rs beside benches/NAME/).
+show "(cd <scratch> && rm -rf benches && cp -r src schema benches . && cargo fetch --locked)"
+if (cd "$SCRATCH/skeleton" && rm -rf benches && cp -r "$ROOT/src" "$ROOT/schema" "$ROOT/benches" . \
+    && cargo fetch --locked --quiet) >&2; then
+  pass "the builder's build layer (the real sources over the stand-ins) is a manifest Cargo accepts"
+else
+  fail "the builder's build layer: the real sources over the stand-ins make a manifest Cargo refuses (see the Dockerfile)"
+fi
 
 setup_pin() { sed -n "s/^$1=\\([^[:space:]]*\\).*/\\1/p" scripts/setup.sh; }
 pins_ok=1
