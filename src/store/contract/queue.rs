@@ -66,7 +66,9 @@ pub async fn expired_lease_is_requeued_then_dead_lettered(h: &impl Harness) {
     assert!(store.claim(&w, ms(9)).await.unwrap().is_none());
 }
 
-pub async fn late_submit_by_last_owner_is_accepted_while_nobody_else_has_it(h: &impl Harness) {
+/// One task, leased by `w1` until 5, then queued again by the sweep at 6; `w2` is registered too.
+/// Returns the store, the task id, `w1` and `w2`.
+async fn lease_then_requeue<H: Harness>(h: &H) -> (H::Store, String, String, String) {
     let clock = Clock::manual(1);
     let store = h.open(&clock).await;
     let ids = store.enqueue(&prompts(&["a"])).await.unwrap();
@@ -76,20 +78,19 @@ pub async fn late_submit_by_last_owner_is_accepted_while_nobody_else_has_it(h: &
     store.claim(&w1, ms(3)).await.unwrap().unwrap();
     clock.set(6);
     assert_eq!(store.sweep(5).await.unwrap().requeued, 1);
+    (store, ids[0].clone(), w1, w2)
+}
+
+pub async fn late_submit_by_last_owner_is_accepted_while_nobody_else_has_it(h: &impl Harness) {
+    let (store, id, w1, w2) = lease_then_requeue(h).await;
+    let ids = [id];
     assert_eq!(store.submit(&w1, &ids[0], "late").await.unwrap(), SubmitOutcome::Accepted);
     assert!(store.claim(&w2, ms(12)).await.unwrap().is_none());
 }
 
 pub async fn requeued_task_taken_by_another_worker_cannot_be_submitted_by_the_first(h: &impl Harness) {
-    let clock = Clock::manual(1);
-    let store = h.open(&clock).await;
-    let ids = store.enqueue(&prompts(&["a"])).await.unwrap();
-    let w1 = store.create_worker(ms(999)).await.unwrap();
-    let w2 = store.create_worker(ms(999)).await.unwrap();
-    clock.set(2);
-    store.claim(&w1, ms(3)).await.unwrap().unwrap();
-    clock.set(6);
-    store.sweep(5).await.unwrap();
+    let (store, id, w1, w2) = lease_then_requeue(h).await;
+    let ids = [id];
     store.claim(&w2, ms(40)).await.unwrap().unwrap();
     assert_eq!(store.submit(&w1, &ids[0], "stale").await.unwrap(), SubmitOutcome::NotOwner);
     assert_eq!(store.submit(&w2, &ids[0], "fresh").await.unwrap(), SubmitOutcome::Accepted);
