@@ -125,6 +125,15 @@ check_status() {
     fail "STATUS= line '$(prop StatusText)' does not match '$1'"; fi
 }
 check_status '^0 running, 0 waiting$'
+# Delegate=yes: the daemon's start-up line names the mechanism it picked. On a unified (cgroup v2)
+# host that is one child cgroup per worker; on a v1 host delegation gives nothing to write, and it is
+# the process tree.
+check "Delegate=$(prop Delegate)" test "$(prop Delegate)" = yes
+containment=$(in_c journalctl -u mcp-workers -b --no-pager -o cat | grep -F 'containment of worker processes' | tail -n 1)
+if [ "$(in_c stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then want='cgroup v2, one child cgroup per worker'; else
+  want='process tree'; fi
+check "containment ($(in_c stat -fc %T /sys/fs/cgroup)): '${containment:0:120}'" \
+  sh -c "printf '%s' \"\$1\" | grep -qF \"\$2\"" _ "$containment" "$want"
 # ReadOnlyPaths=/run: in the daemon's mount namespace /run and /run/lock are read-only (the last
 # mount at a path is the one on top).
 rw_run=$(in_c awk '$5 == "/run" || $5 == "/run/lock" { top[$5] = $6 } END { for (m in top) print m " " top[m] }' \
