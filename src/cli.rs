@@ -38,6 +38,13 @@ pub enum Command {
     Tasks(cmd::tasks::TasksArgs),
 }
 
+impl Command {
+    /// The stdio MCP servers that serve one client each get a current-thread runtime.
+    pub fn single_threaded(&self) -> bool {
+        matches!(self, Command::Mcp(args) if args.single_threaded())
+    }
+}
+
 /// Runs the chosen command. Returns the process exit code.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli { global, command } = cli;

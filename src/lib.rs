@@ -20,3 +20,7 @@ pub(crate) mod settings;
 pub(crate) mod shutdown;
 pub mod store;
 pub(crate) mod worker;
+
+/// The environment variable that carries a worker's depth in a chain of workers that spawn
+/// workers (`mcp-workers mcp workers` inside a worker): set by the daemon for every worker.
+pub(crate) const DEPTH_VAR: &str = "MCP_WORKERS_DEPTH";

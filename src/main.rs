@@ -26,15 +26,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The stdio MCP servers (`mcp queue`, `mcp telegram`, `mcp no-roots`) serve one client each, and
-/// every worker starts its own: on one thread a call wakes no other thread, and start-up and memory
-/// cost least. Everything else gets the multi-thread runtime.
-fn single_threaded(command: &Command) -> bool {
-    matches!(command, Command::Mcp(_))
-}
-
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
-    if single_threaded(command) {
+    // The stdio MCP servers (`mcp queue`, `mcp telegram`, `mcp no-roots`) serve one client each, and
+    // every worker starts its own: on one thread a call wakes no other thread, and start-up and
+    // memory cost least. Everything else (`mcp workers` too: it runs workers) gets the multi-thread one.
+    if command.single_threaded() {
         // Blocking threads: the store's calls (serialised on one connection anyway) and a blocking
         // stdin or stdout where it cannot be polled; a few are enough.
         tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(4).build()

@@ -31,6 +31,9 @@ pub struct ServerEntry {
     pub config: Map<String, Value>,
     /// Environment variables named by `${VAR}` / `${VAR:-default}` placeholders in the entry.
     pub variables: BTreeSet<String>,
+    /// The entry's one-line `description`, for the workers server's tool schema. It is ours:
+    /// taken out of `config`, so the CLI never sees it.
+    pub description: Option<String>,
 }
 
 /// The loaded registry.
@@ -79,12 +82,17 @@ impl Registry {
                 return Err(format!("server {name:?} must be an object"));
             };
             check_entry(&name, &config)?;
+            let description = match config.remove("description") {
+                None => None,
+                Some(Value::String(text)) => Some(text),
+                Some(_) => return Err(format!("server {name:?}: `description` must be a string")),
+            };
             if config.get("command").and_then(Value::as_str) == Some(SELF_COMMAND) {
                 config.insert("command".into(), Value::String(self_exe.to_string_lossy().into_owned()));
             }
             let mut variables = BTreeSet::new();
             collect_placeholders(&Value::Object(config.clone()), &mut variables);
-            servers.insert(name, ServerEntry { config, variables });
+            servers.insert(name, ServerEntry { config, variables, description });
         }
         Ok(Self { servers })
     }

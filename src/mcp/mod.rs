@@ -1,4 +1,4 @@
-//! Built-in MCP servers: the polling queue and Telegram; and `no-roots`, a filter in front of a
+//! Built-in MCP servers: the polling queue, Telegram and the worker pool as tools (`workers`); and `no-roots`, a filter in front of a
 //! stdio server that must keep its command-line directories. Their flags are in `cmd/mcp.rs`;
 //! `stdio` gives them standard input and output on the runtime's reactor.
 
@@ -7,3 +7,4 @@ pub mod no_roots;
 pub mod queue;
 pub mod stdio;
 pub mod telegram;
+pub mod workers;

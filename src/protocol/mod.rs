@@ -31,10 +31,12 @@ pub enum ErrorKind {
     Shutdown,
     Interrupted,
     InternalError,
+    /// A workers server inside a chain of workers that spawn workers refused to go deeper.
+    DepthExceeded,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -47,6 +49,7 @@ impl ErrorKind {
         ErrorKind::Shutdown,
         ErrorKind::Interrupted,
         ErrorKind::InternalError,
+        ErrorKind::DepthExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl ErrorKind {
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::InternalError => "internal_error",
+            ErrorKind::DepthExceeded => "depth_exceeded",
         }
     }
 }

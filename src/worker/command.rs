@@ -140,6 +140,8 @@ pub fn environment(
         ("MCP_WORKERS_WORKSPACE", path_string(&settings.workspace)),
         ("MCP_WORKERS_PROFILES", path_string(&settings.profiles)),
         ("MCP_WORKERS_DATA_DIR", path_string(&settings.data_dir)),
+        // How deep this worker is in a chain of workers that spawn workers (`mcp workers`).
+        (crate::DEPTH_VAR, (own_depth(daemon_env) + 1).to_string()),
         ("HOME", path_string(home)),
     ];
     for (name, value) in fixed {
@@ -152,6 +154,12 @@ pub fn environment(
     };
     env.insert("PATH".into(), path);
     env
+}
+
+/// The depth of the process whose environment this is: 0 for a daemon started by a person, n for
+/// one started inside a worker of depth n (its `MCP_WORKERS_DEPTH`).
+pub fn own_depth(env: &BTreeMap<String, String>) -> u32 {
+    env.get(crate::DEPTH_VAR).and_then(|d| d.trim().parse().ok()).unwrap_or(0)
 }
 
 fn path_string(path: &Path) -> String {

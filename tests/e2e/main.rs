@@ -12,3 +12,4 @@ mod run;
 mod serve;
 mod servers;
 mod support;
+mod workers;

@@ -94,20 +94,28 @@ impl Project {
     /// `mcp-workers --root <project> <words> --claude <real CLI> --pass-env E2E_MARKER`, with an
     /// environment built from nothing: PATH, a private TMPDIR, the fake model, the marker.
     pub fn command(&self, model: &FakeModel, words: &[&str]) -> Command {
-        let mut command = Command::new(super::bin());
+        let (argv, env) = self.invocation(model, words);
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]).env_clear().envs(env);
         command
-            .arg("--root")
-            .arg(&self.root)
-            .args(words)
-            .args(["--claude", &super::claude().to_string_lossy(), "--pass-env", "E2E_MARKER"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TMPDIR", self.tmp())
-            .env("ANTHROPIC_BASE_URL", model.base_url())
-            .env("ANTHROPIC_API_KEY", "dummy-key-for-the-fake-model")
-            .env("E2E_MARKER", &self.marker)
-            .env("RUST_LOG", "mcp_workers=debug");
-        command
+    }
+
+    /// [`Project::command`] as its argv (the binary first) and its whole environment, for
+    /// launchers that start the daemon themselves (an MCP client starting a stdio server).
+    pub fn invocation(&self, model: &FakeModel, words: &[&str]) -> (Vec<String>, Vec<(String, String)>) {
+        let mut argv = vec![super::BIN.to_owned(), "--root".to_owned(), self.root.to_string_lossy().into_owned()];
+        argv.extend(words.iter().map(|w| (*w).to_owned()));
+        argv.extend(["--claude".to_owned(), super::claude().to_string_lossy().into_owned()]);
+        argv.extend(["--pass-env".to_owned(), "E2E_MARKER".to_owned()]);
+        let env = vec![
+            ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
+            ("TMPDIR".to_owned(), self.tmp().to_string_lossy().into_owned()),
+            ("ANTHROPIC_BASE_URL".to_owned(), model.base_url()),
+            ("ANTHROPIC_API_KEY".to_owned(), "dummy-key-for-the-fake-model".to_owned()),
+            ("E2E_MARKER".to_owned(), self.marker.clone()),
+            ("RUST_LOG".to_owned(), "mcp_workers=debug".to_owned()),
+        ];
+        (argv, env)
     }
 }
 

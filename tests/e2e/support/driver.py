@@ -1,11 +1,12 @@
 """A scriptable MCP client on the official Python `mcp` SDK, for the queue's black-box tests.
 
-Usage: driver.py (--url URL | --stdio CMD [ARG...]) [--mode legacy|auto]
+Usage: driver.py [--mode legacy|auto] [--inherit-env] (--url URL | --stdio CMD [ARG...])
+(--inherit-env: the stdio server gets the driver's whole environment, not the SDK's safe subset)
 
 Reads one JSON command per line on stdin and prints one JSON line per event on stdout:
   {"op": "call", "id": "c1", "tool": "worker_create", "args": {}, "progress": false}
       starts a tool call in the background; prints
-      {"event": "result", "id": "c1", "is_error": bool, "text": "...", "json": {...}}
+      {"event": "result", "id": "c1", "is_error": bool, "text": "...", "json": {...}, "structured": {...}}
       or {"event": "error", "id": "c1", "message": "..."} for a protocol error,
       {"event": "progress", "id": "c1", "progress": n} for each progress notification.
   {"op": "cancel", "id": "c1"}   cancels a running call; prints {"event": "cancelled", "id": "c1"}
@@ -16,6 +17,7 @@ Prints {"event": "ready"} once the session is initialised.
 
 import argparse
 import json
+import os
 import sys
 
 import anyio
@@ -51,8 +53,11 @@ async def run_call(client, cmd, scopes):
             parsed = json.loads(text) if text is not None else None
         except ValueError:
             parsed = None
+        structured = getattr(result, "structured_content", None)
+        if structured is None:
+            structured = getattr(result, "structuredContent", None)
         emit({"event": "result", "id": call_id, "is_error": bool(result.is_error), "count": len(result.content),
-              "text": text, "json": parsed})
+              "text": text, "json": parsed, "structured": structured})
     if scope.cancelled_caught:
         emit({"event": "cancelled", "id": call_id})
 
@@ -61,12 +66,14 @@ async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--url")
     parser.add_argument("--mode", default="legacy")
+    parser.add_argument("--inherit-env", action="store_true")
     parser.add_argument("--stdio", nargs=argparse.REMAINDER)
     opts = parser.parse_args()
     if opts.url:
         target = opts.url
     else:
-        target = StdioServerParameters(command=opts.stdio[0], args=opts.stdio[1:])
+        env = dict(os.environ) if opts.inherit_env else None
+        target = StdioServerParameters(command=opts.stdio[0], args=opts.stdio[1:], env=env)
     async with Client(target, mode=opts.mode) as client:
         emit({"event": "ready", "protocol": client.protocol_version})
         scopes = {}

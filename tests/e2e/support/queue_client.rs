@@ -119,9 +119,25 @@ pub struct Driver {
 
 impl Driver {
     fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("tests/e2e/support/driver.py"))
-            .args(args)
+        Self::spawn_with(args, None)
+    }
+
+    /// Over stdio, with exactly this environment for the driver and (whole) for the server it
+    /// starts: `command` is the server's command line.
+    pub fn stdio_with_env(command: &[&str], env: &[(String, String)]) -> Self {
+        let mut args = vec!["--inherit-env", "--stdio"];
+        args.extend_from_slice(command);
+        Self::spawn_with(&args, Some(env))
+    }
+
+    /// `env`: an environment built from nothing, else the test's own.
+    fn spawn_with(args: &[&str], env: Option<&[(String, String)]>) -> Self {
+        let mut command = Command::new(python());
+        command.arg(repo_root().join("tests/e2e/support/driver.py")).args(args);
+        if let Some(env) = env {
+            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
