@@ -4,7 +4,9 @@
 //! object per line: a `worker_result` per `spawn_worker` action, an `action_ack` per action of
 //! another type, an `error` per line that could not be read at all.
 
+pub mod documents;
 pub mod parse;
+pub mod reply;
 pub mod schema;
 
 use std::collections::BTreeMap;
