@@ -4,6 +4,7 @@
 //! object per line: a `worker_result` per `spawn_worker` action, an `action_ack` per action of
 //! another type, an `error` per line that could not be read at all.
 
+pub mod agent;
 pub mod documents;
 pub mod parse;
 pub mod reply;
@@ -33,10 +34,14 @@ pub enum ErrorKind {
     Shutdown,
     Interrupted,
     InternalError,
+    /// `outputSchema` was asked for and the model never gave it (issue 11).
+    StructuredOutputMissing,
+    /// The structured output did not match `outputSchema` (the CLI gave up, or our re-validation).
+    StructuredOutputInvalid,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -49,6 +54,8 @@ impl ErrorKind {
         ErrorKind::Shutdown,
         ErrorKind::Interrupted,
         ErrorKind::InternalError,
+        ErrorKind::StructuredOutputMissing,
+        ErrorKind::StructuredOutputInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +72,8 @@ impl ErrorKind {
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::InternalError => "internal_error",
+            ErrorKind::StructuredOutputMissing => "structured_output_missing",
+            ErrorKind::StructuredOutputInvalid => "structured_output_invalid",
         }
     }
 }
@@ -124,6 +133,9 @@ pub struct WorkerResult {
     /// Milliseconds the action waited for a free worker slot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
+    /// The object the worker gave for the action's `outputSchema`, re-validated by the daemon.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub structured_output: Option<serde_json::Value>,
     #[serde(flatten)]
     pub origin: Origin,
 }
@@ -152,6 +164,7 @@ impl WorkerResult {
             servers: BTreeMap::new(),
             denied_tools: Vec::new(),
             queued: None,
+            structured_output: None,
             origin,
         }
     }
@@ -167,6 +180,8 @@ pub struct SpawnAction {
     pub profile: Option<String>,
     pub max_turns: Option<u32>,
     pub model: Option<String>,
+    /// What an orchestrating agent asked for beyond the basics (`outputSchema`, ...).
+    pub agent: agent::AgentOptions,
     pub origin: Origin,
 }
 
@@ -190,6 +205,7 @@ impl SpawnAction {
         if let Some(model) = &self.model {
             action["model"] = model.clone().into();
         }
+        self.agent.write_json(&mut action);
         action
     }
 }

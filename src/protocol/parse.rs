@@ -95,6 +95,10 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
             limits.max_timeout.as_millis()
         )]);
     }
+    let agent = match super::agent::AgentOptions::from_action(&action) {
+        Ok(agent) => agent,
+        Err(problems) => return refuse(problems),
+    };
     let str_field = |name: &str| action.get(name).and_then(Value::as_str).map(str::to_owned);
     Item::Spawn(SpawnAction {
         task_id: task_id.clone(),
@@ -108,6 +112,7 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
         profile: str_field("profile"),
         max_turns: action.get("maxTurns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
         model: str_field("model"),
+        agent,
         origin,
     })
 }
@@ -238,7 +243,7 @@ mod tests {
 
     #[test]
     fn an_action_survives_a_round_trip_through_json() {
-        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m"}"#;
+        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m","outputSchema":{"type":"object","properties":{"n":{"type":"string"}}}}"#;
         let value: Value = serde_json::from_str(text).unwrap();
         let Item::Spawn(action) = parse_action(value, Origin::default(), LIMITS) else { panic!() };
         let Item::Spawn(again) = parse_action(action.to_json(), action.origin, LIMITS) else { panic!() };

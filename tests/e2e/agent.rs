@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Daemon, Project, action};
-use crate::support::fake_model::{FakeModel, text};
+use crate::support::fake_model::{FakeModel, Request, text, tool_use};
 
 fn fs_project() -> Project {
     Project::new(json!({ "filesystem": Project::filesystem_entry() }))
@@ -127,6 +127,64 @@ async fn input_text_takes_the_fenced_json_block_of_an_agent_reply() {
     assert_eq!(error["error"]["kind"], "invalid_json", "{error}");
     let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("I could not find anything") && message.len() < 300, "{message}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_schema_gives_a_revalidated_structured_output_or_a_clear_kind() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("structured-person", |r: &Request| {
+        if r.turn() > 0 {
+            return text("the person is recorded");
+        }
+        tool_use("StructuredOutput", json!({"name": "Ada", "age": 36}))
+    });
+    // The CLI reminds a model that answers in text to call StructuredOutput; this one never does.
+    model.script("structured-never", |_: &Request| text("I would rather just talk"));
+    // Every call breaks the schema: the CLI refuses each, and gives up after its retries.
+    model.script("structured-bad", |_: &Request| tool_use("StructuredOutput", json!({"name": 5})));
+    let person = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    });
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    let with_schema = |id: &str, task: &str| {
+        let mut a = action(id, task, &["filesystem"], 60_000);
+        a["outputSchema"] = person.clone();
+        a
+    };
+    let mut not_object = action("flat", "structured-person", &["filesystem"], 60_000);
+    not_object["outputSchema"] = json!({"type": "array"});
+    daemon
+        .send(
+            &json!({"actions": [
+                with_schema("person", "structured-person"),
+                with_schema("never", "structured-never"),
+                with_schema("bad", "structured-bad"),
+                not_object,
+            ]})
+            .to_string(),
+        )
+        .await;
+    let answers = by_key(&daemon.take(4).await);
+    let result = &answers["person"];
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["structuredOutput"], json!({"name": "Ada", "age": 36}), "{result}");
+    let offered = &model.requests_for("structured-person")[0];
+    assert!(offered.tools().contains(&"StructuredOutput".to_owned()), "{:?}", offered.tools());
+    let result = &answers["never"];
+    assert_eq!(result["error"]["kind"], "structured_output_missing", "{result}");
+    assert_eq!(result["error"]["retryable"], true, "{result}");
+    assert!(result.get("structuredOutput").is_none(), "{result}");
+    let result = &answers["bad"];
+    assert_eq!(result["error"]["kind"], "structured_output_invalid", "{result}");
+    assert_eq!(result["error"]["retryable"], false, "{result}");
+    let result = &answers["flat"];
+    assert_eq!(result["error"]["kind"], "invalid_action", "{result}");
+    assert!(result["result"].as_str().unwrap().contains("/outputSchema"), "{result}");
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
 }
