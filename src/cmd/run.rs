@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -14,6 +14,17 @@ use crate::args::GlobalArgs;
 pub struct RunArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
+    /// How stdin is read: `json`, a stream of JSON documents (one per line, pretty-printed, or
+    /// several on a line); `text`, the whole input is an agent's reply, whose JSON is its first
+    /// fenced ```json block, else its outermost object.
+    #[arg(long, value_enum, default_value_t = Input::Json)]
+    pub input: Input,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Input {
+    Json,
+    Text,
 }
 
 pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -28,6 +39,10 @@ pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode
         claude = %settings.worker.cli.claude.display(),
         "reading actions from stdin"
     );
-    crate::filter::serve_lines(settings, tokio::io::stdin(), tokio::io::stdout(), shutdown, force).await;
+    let mode = match args.input {
+        Input::Json => crate::filter::InputMode::Json,
+        Input::Text => crate::filter::InputMode::Text,
+    };
+    crate::filter::serve_lines(settings, mode, tokio::io::stdin(), tokio::io::stdout(), shutdown, force).await;
     Ok(ExitCode::SUCCESS)
 }

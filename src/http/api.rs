@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::pool::CancelOutcome;
-use crate::protocol::parse::parse_line;
+use crate::protocol::parse::{parse_document, parse_line};
 use crate::service::{AcceptError, Accepted, Published, Service};
 use crate::store::{ActionState, EventKind};
 
@@ -83,6 +83,9 @@ fn internal(err: impl std::fmt::Display) -> Response {
 struct ActionsQuery {
     /// `true` (wait up to the largest deadline plus the queue), or a duration such as `30s`.
     wait: Option<String>,
+    /// `json` (the default: the body is one JSON document) or `text` (the body is an agent's reply
+    /// text, whose JSON is taken out of it as `run --input text` does).
+    input: Option<String>,
 }
 
 /// `POST /v1/actions`: the same document as a stdin line. Accepted actions are journalled before
@@ -115,7 +118,16 @@ async fn post_actions(
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_json", "the body is not UTF-8");
     };
-    let items = match parse_line(text, None, service.settings.limits) {
+    let parsed = match query.input.as_deref() {
+        None | Some("json") => parse_line(text, None, service.settings.limits),
+        Some("text") => crate::protocol::reply::extract(text)
+            .and_then(|(document, _)| parse_document(document, None, service.settings.limits)),
+        Some(other) => {
+            let message = format!("input: `{other}` is neither `json` nor `text`");
+            return error(StatusCode::BAD_REQUEST, "invalid_envelope", message);
+        }
+    };
+    let items = match parsed {
         Ok(items) => items,
         Err(line_error) => return (StatusCode::BAD_REQUEST, axum::Json(line_error)).into_response(),
     };

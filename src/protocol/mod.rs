@@ -4,7 +4,10 @@
 //! object per line: a `worker_result` per `spawn_worker` action, an `action_ack` per action of
 //! another type, an `error` per line that could not be read at all.
 
+pub mod agent;
+pub mod documents;
 pub mod parse;
+pub mod reply;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -33,10 +36,14 @@ pub enum ErrorKind {
     InternalError,
     /// A workers server inside a chain of workers that spawn workers refused to go deeper.
     DepthExceeded,
+    /// `outputSchema` was asked for and the model never gave it (issue 11).
+    StructuredOutputMissing,
+    /// The structured output did not match `outputSchema` (the CLI gave up, or our re-validation).
+    StructuredOutputInvalid,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -50,6 +57,8 @@ impl ErrorKind {
         ErrorKind::Interrupted,
         ErrorKind::InternalError,
         ErrorKind::DepthExceeded,
+        ErrorKind::StructuredOutputMissing,
+        ErrorKind::StructuredOutputInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +76,8 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::InternalError => "internal_error",
             ErrorKind::DepthExceeded => "depth_exceeded",
+            ErrorKind::StructuredOutputMissing => "structured_output_missing",
+            ErrorKind::StructuredOutputInvalid => "structured_output_invalid",
         }
     }
 }
@@ -126,6 +137,9 @@ pub struct WorkerResult {
     /// Milliseconds the action waited for a free worker slot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
+    /// The object the worker gave for the action's `outputSchema`, re-validated by the daemon.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub structured_output: Option<serde_json::Value>,
     #[serde(flatten)]
     pub origin: Origin,
 }
@@ -154,6 +168,7 @@ impl WorkerResult {
             servers: BTreeMap::new(),
             denied_tools: Vec::new(),
             queued: None,
+            structured_output: None,
             origin,
         }
     }
@@ -169,6 +184,8 @@ pub struct SpawnAction {
     pub profile: Option<String>,
     pub max_turns: Option<u32>,
     pub model: Option<String>,
+    /// What an orchestrating agent asked for beyond the basics (`outputSchema`, ...).
+    pub agent: agent::AgentOptions,
     pub origin: Origin,
 }
 
@@ -192,6 +209,7 @@ impl SpawnAction {
         if let Some(model) = &self.model {
             action["model"] = model.clone().into();
         }
+        self.agent.write_json(&mut action);
         action
     }
 }

@@ -69,14 +69,17 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
         }
         _ => {}
     }
+    let (action, nested) = match unnest(action) {
+        Ok(unnested) => unnested,
+        Err((action, problems)) => {
+            let task_id = echoable_task_id(&action).unwrap_or_else(new_task_id);
+            return refused(task_id, origin, problems);
+        }
+    };
     let task_id = echoable_task_id(&action).unwrap_or_else(new_task_id);
     let refuse = |problems: Vec<String>| {
-        let message = format!("{INVALID_PREFIX}: {}", problems.join("; "));
-        Item::Refused(Box::new(WorkerResult::failure(
-            task_id.clone(),
-            origin,
-            WorkerError::new(ErrorKind::InvalidAction, message, false),
-        )))
+        let problems = problems.into_iter().map(|p| nested_path(p, &nested)).collect();
+        refused(task_id.clone(), origin, problems)
     };
     if let Err(problems) = schema::validate(&action) {
         return refuse(problems);
@@ -92,6 +95,10 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
             limits.max_timeout.as_millis()
         )]);
     }
+    let agent = match super::agent::AgentOptions::from_action(&action) {
+        Ok(agent) => agent,
+        Err(problems) => return refuse(problems),
+    };
     let str_field = |name: &str| action.get(name).and_then(Value::as_str).map(str::to_owned);
     Item::Spawn(SpawnAction {
         task_id: task_id.clone(),
@@ -105,8 +112,48 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
         profile: str_field("profile"),
         max_turns: action.get("maxTurns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
         model: str_field("model"),
+        agent,
         origin,
     })
+}
+
+/// An `invalid_action` refusal naming every problem.
+fn refused(task_id: String, origin: Origin, problems: Vec<String>) -> Item {
+    let message = format!("{INVALID_PREFIX}: {}", problems.join("; "));
+    Item::Refused(Box::new(WorkerResult::failure(
+        task_id,
+        origin,
+        WorkerError::new(ErrorKind::InvalidAction, message, false),
+    )))
+}
+
+/// The `{"type":"spawn_worker","data":{...}}` shape agents also write, made flat: the fields
+/// under `data` join the top-level ones (a field in both places is a problem). Returns the flat
+/// action and the names that came from `data` (so problems can name `/data/NAME`).
+fn unnest(action: Value) -> Result<(Value, Vec<String>), (Value, Vec<String>)> {
+    let Value::Object(mut fields) = action else { return Ok((action, Vec::new())) };
+    let Some(data) = fields.remove("data") else { return Ok((Value::Object(fields), Vec::new())) };
+    let Value::Object(data) = data else {
+        return Err((Value::Object(fields), vec!["/data: must be an object holding the action's fields".to_owned()]));
+    };
+    let mut nested = Vec::new();
+    let mut problems = Vec::new();
+    for (name, value) in data {
+        if fields.contains_key(&name) {
+            problems.push(format!("/data/{name}: `{name}` is given both at the top level and under `data`"));
+        } else {
+            nested.push(name.clone());
+            fields.insert(name, value);
+        }
+    }
+    if problems.is_empty() { Ok((Value::Object(fields), nested)) } else { Err((Value::Object(fields), problems)) }
+}
+
+/// `/NAME...: reason` → `/data/NAME...: reason` when NAME came from `data`.
+fn nested_path(problem: String, nested: &[String]) -> String {
+    let Some(rest) = problem.strip_prefix('/') else { return problem };
+    let name = rest.split(['/', ':']).next().unwrap_or_default();
+    if !name.is_empty() && nested.iter().any(|n| n == name) { format!("/data/{rest}") } else { problem }
 }
 
 /// A caller's `taskId` is echoed, even on a refused action, when it is a sane identifier.
@@ -196,11 +243,46 @@ mod tests {
 
     #[test]
     fn an_action_survives_a_round_trip_through_json() {
-        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m"}"#;
+        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m","outputSchema":{"type":"object","properties":{"n":{"type":"string"}}}}"#;
         let value: Value = serde_json::from_str(text).unwrap();
         let Item::Spawn(action) = parse_action(value, Origin::default(), LIMITS) else { panic!() };
         let Item::Spawn(again) = parse_action(action.to_json(), action.origin, LIMITS) else { panic!() };
         assert_eq!(again, action);
+    }
+
+    #[test]
+    fn data_nested_actions_equal_the_flat_form() {
+        let flat = json!({"type":"spawn_worker","taskId":"n-1","task":"t","servers":["fs"],"timeout":5000});
+        let nested = json!({"type":"spawn_worker","data":{"taskId":"n-1","task":"t","servers":["fs"],"timeout":5000}});
+        let mixed = json!({"type":"spawn_worker","taskId":"n-1","data":{"task":"t","servers":["fs"],"timeout":5000}});
+        let want = parse_action(flat, Origin::default(), LIMITS);
+        assert!(matches!(want, Item::Spawn(_)), "{want:?}");
+        assert_eq!(parse_action(nested, Origin::default(), LIMITS), want);
+        assert_eq!(parse_action(mixed, Origin::default(), LIMITS), want);
+    }
+
+    fn refusal(action: Value) -> (String, String) {
+        let Item::Refused(result) = parse_action(action.clone(), Origin::default(), LIMITS) else {
+            panic!("{action} was not refused")
+        };
+        (result.task_id.clone(), result.result.clone())
+    }
+
+    #[test]
+    fn data_nested_problems_name_their_place() {
+        let (id, message) =
+            refusal(json!({"type":"spawn_worker","task":"t","data":{"taskId":"n-2","task":"u","servers":["fs"]}}));
+        assert_eq!(id, "n-2");
+        assert!(message.starts_with(INVALID_PREFIX) && message.contains("/data/task"), "{message}");
+        let (_, message) = refusal(json!({"type":"spawn_worker","data":{"task":"t","servers":"fs"}}));
+        assert!(message.contains("/data/servers"), "{message}");
+        let (_, message) = refusal(json!({"type":"spawn_worker","data":"task"}));
+        assert!(message.contains("/data"), "{message}");
+        let (_, message) = refusal(json!({"type":"spawn_worker","data":{"task":"t"}}));
+        assert!(message.contains("servers"), "{message}");
+        // Another consumer's action keeps its `data` untouched.
+        let ack = parse_action(json!({"type":"send_message","data":{"x":1}}), Origin::default(), LIMITS);
+        assert!(matches!(ack, Item::Ack(a) if a.action_type == "send_message"));
     }
 
     #[test]

@@ -90,6 +90,13 @@ mod tests {
         check(json!({"type":"spawn_worker","task":"t","servers":["fs"],"timout":5}), &["timout"]);
         check(json!({"type":"spawn_worker","task":7,"servers":null}), &["/task", "/servers"]);
         check(json!(["not", "an", "object"]), &["/: "]);
+        check(json!({"type":"spawn_worker","task":"t","servers":["fs"],"outputSchema":{"type":"object"}}), &[]);
+        check(
+            json!({"type":"spawn_worker","task":"t","servers":["fs"],"outputSchema":{"type":"string"}}),
+            &["/outputSchema"],
+        );
+        check(json!({"type":"spawn_worker","task":"t","servers":["fs"],"outputSchema":{}}), &["/outputSchema"]);
+        check(json!({"type":"spawn_worker","task":"t","servers":["fs"],"outputSchema":true}), &["/outputSchema"]);
     }
 
     #[test]

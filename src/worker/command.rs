@@ -40,6 +40,8 @@ pub struct Invocation<'a> {
     pub max_turns: Option<u32>,
     pub model: Option<&'a str>,
     pub timeout: Duration,
+    /// `outputSchema`, serialised: `--json-schema`.
+    pub json_schema: Option<String>,
 }
 
 /// Everything needed to start the child.
@@ -86,6 +88,10 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
     }
     if let Some(model) = inv.model {
         args.extend(["--model".into(), model.to_owned()]);
+    }
+    if let Some(schema) = &inv.json_schema {
+        // The `--flag=value` form: a schema text cannot be taken for another flag.
+        args.push(format!("--json-schema={schema}"));
     }
     // No prompt argument: the task goes on stdin (never argv: other users can read it there, and
     // Linux caps one argv string at 128 KiB).
@@ -220,6 +226,7 @@ mod tests {
             max_turns: Some(5),
             model: None,
             timeout: Duration::from_secs(60),
+            json_schema: None,
         }
     }
 
@@ -237,6 +244,15 @@ mod tests {
         assert!(!plan.args.contains(&"--".to_owned()), "no prompt argument: {args}");
         assert_eq!(plan.stdin, "-rf everything");
         assert_eq!(plan.cwd, Path::new("/srv/app/workspace"));
+    }
+
+    #[test]
+    fn an_output_schema_is_one_argument() {
+        let sel = selection();
+        let mut inv = invocation("t", &sel);
+        inv.json_schema = Some(r#"{"type":"object"}"#.to_owned());
+        let plan = plan(&settings(), &inv, &daemon_env());
+        assert!(plan.args.contains(&r#"--json-schema={"type":"object"}"#.to_owned()), "{:?}", plan.args);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod mcp_log;
 pub mod outcome;
 pub mod process;
 pub mod stream;
+pub mod structured;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -117,6 +118,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         max_turns: action.max_turns,
         model: action.model.as_deref(),
         timeout: action.timeout,
+        json_schema: action.agent.output_schema.as_ref().map(|schema| schema.to_string()),
     };
     let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
     // Lets a restarted daemon recognise (and kill) what a crashed one left running.
@@ -161,7 +163,11 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         mcp_reasons: &mcp_reasons,
         timeout: action.timeout,
     };
-    let verdict = outcome::decide(&facts);
+    let mut verdict = outcome::decide(&facts);
+    let mut structured_output = None;
+    if let Some(schema) = &action.agent.output_schema {
+        (verdict, structured_output) = structured::weigh(schema, transcript.result.as_ref(), verdict);
+    }
     let servers = outcome::server_statuses(&facts);
     if let Err(err) = temp.close() {
         warn!("cannot remove the worker's temporary directory: {err}");
@@ -179,6 +185,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         servers,
         denied_tools: transcript.tools_denied(requested),
         queued: None,
+        structured_output,
         origin: action.origin,
     })
 }

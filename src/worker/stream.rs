@@ -44,6 +44,8 @@ pub struct ResultEvent {
     pub errors: Vec<String>,
     pub denied_ids: Vec<String>,
     pub denied_names: Vec<String>,
+    /// `structured_output` (with `--json-schema`).
+    pub structured_output: Option<Value>,
 }
 
 /// A `system/api_retry` event: the API failed and the CLI is trying again.
@@ -162,6 +164,7 @@ impl Transcript {
                 .collect(),
             denied_ids: denials.iter().filter_map(|d| d["tool_use_id"].as_str()).map(str::to_owned).collect(),
             denied_names: denials.iter().filter_map(|d| d["tool_name"].as_str()).map(str::to_owned).collect(),
+            structured_output: event.get("structured_output").filter(|v| !v.is_null()).cloned(),
         };
         for id in &result.denied_ids {
             if let Some(&index) = self.by_id.get(id) {

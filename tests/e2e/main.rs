@@ -2,6 +2,7 @@
 //! driven as black boxes against local stand-ins (`support::fake_model` for the Anthropic Messages
 //! API, `support::fake_telegram` for the Bot API). One module per subject; helpers in `support/`.
 
+mod agent;
 mod contain;
 mod engine;
 mod fake_model_smoke;

@@ -58,7 +58,9 @@ fn object(value: Value) -> Arc<JsonObject> {
 pub fn spawn_schema(registry: &Registry, default_wait: Duration) -> Value {
     let action: Value = serde_json::from_str(crate::protocol::schema::SCHEMA_TEXT).unwrap_or_default();
     let mut properties = action.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+    // `type` is the tool's own; `data` is the nested shape of the same fields, for agents' JSON.
     properties.remove("type");
+    properties.remove("data");
     let names: Vec<&str> = registry.names().collect();
     let described: Vec<String> = registry
         .entries()
@@ -492,8 +494,20 @@ mod tests {
         let schema = spawn_schema(&registry(), Duration::from_secs(25));
         let props = schema["properties"].as_object().unwrap();
         assert!(!props.contains_key("type"), "the tool sets the type itself");
-        for field in ["task", "servers", "timeout", "taskId", "profile", "maxTurns", "model", "wait", "idempotencyKey"]
-        {
+        assert!(!props.contains_key("data"), "one shape of the fields is enough");
+        assert!(!schema.to_string().contains("$ref"), "the schema stands alone: {schema}");
+        for field in [
+            "task",
+            "servers",
+            "timeout",
+            "taskId",
+            "profile",
+            "maxTurns",
+            "model",
+            "outputSchema",
+            "wait",
+            "idempotencyKey",
+        ] {
             assert!(props.contains_key(field), "{field} missing from {schema}");
         }
         assert_eq!(schema["properties"]["servers"]["items"]["enum"], json!(["fetch", "filesystem"]));

@@ -176,6 +176,13 @@ impl Daemon {
         stdin.flush().await.expect("flush to the daemon");
     }
 
+    /// Writes these bytes as they are (no newline added) and flushes them.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(bytes).await.expect("write to the daemon");
+        stdin.flush().await.expect("flush to the daemon");
+    }
+
     /// Sends `{"actions":[action]}`.
     pub async fn send_action(&mut self, action: Value) {
         self.send(&json!({ "actions": [action] }).to_string()).await;

@@ -1,0 +1,190 @@
+//! What an orchestrating agent needs from a worker (issue 11), end to end with the real Claude
+//! Code CLI and the stand-in model: its JSON as agents write it (pretty-printed, several documents
+//! on a line, split across reads, nested under `data`, inside a reply's text).
+
+use serde_json::{Value, json};
+
+use crate::support::daemon::{Daemon, Project, action};
+use crate::support::fake_model::{FakeModel, Request, text, tool_use};
+
+fn fs_project() -> Project {
+    Project::new(json!({ "filesystem": Project::filesystem_entry() }))
+}
+
+/// The answers, by task id (results) or by type (others).
+fn by_key(answers: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    answers
+        .iter()
+        .map(|a| {
+            let key = a["taskId"].as_str().map_or_else(|| a["type"].as_str().unwrap_or("?").to_owned(), str::to_owned);
+            (key, a.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_run_whatever_their_line_breaks_and_a_broken_one_is_answered_once() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    for key in ["shape-pretty", "shape-nested", "shape-first", "shape-second", "shape-split"] {
+        model.script(key, vec![text(format!("done: {key}"))]);
+    }
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    // Lines 1 to n: one pretty-printed document with two actions, the second in the `data` shape.
+    let pretty = serde_json::to_string_pretty(&json!({
+        "summary": "an agent's other top-level fields are ignored",
+        "actions": [
+            action("pretty", "shape-pretty", &["filesystem"], 60_000),
+            {"type": "spawn_worker", "data": {"taskId": "nested", "task": "shape-nested", "servers": ["filesystem"]}},
+        ],
+    }))
+    .unwrap();
+    let n = pretty.lines().count() as u64;
+    assert!(n > 10, "{pretty}");
+    daemon.send(&pretty).await;
+    // Line n + 1: three documents on one line (the third another consumer's action).
+    let one = |a: Value| json!({ "actions": [a] }).to_string();
+    let line = format!(
+        "{}{} {}",
+        one(action("first", "shape-first", &["filesystem"], 60_000)),
+        one(action("second", "shape-second", &["filesystem"], 60_000)),
+        one(json!({"type": "send_message", "text": "hi"})),
+    );
+    daemon.send(&line).await;
+    // Line n + 2: a broken document; line n + 3, a good one, split across two writes.
+    daemon.send("{\"actions\": [").await;
+    let split = one(action("split", "shape-split", &["filesystem"], 60_000));
+    let (head, tail) = split.split_at(split.len() / 2);
+    daemon.send_raw(head.as_bytes()).await;
+    daemon.send_raw(tail.as_bytes()).await;
+    daemon.send_raw(b"\n").await;
+    let answers = by_key(&daemon.take(7).await);
+    for (id, line, index) in
+        [("pretty", 1, 0), ("nested", 1, 1), ("first", n + 1, 0), ("second", n + 1, 0), ("split", n + 3, 0)]
+    {
+        let result = &answers[id];
+        assert_eq!(result["type"], "worker_result", "{result}");
+        assert_eq!(result["success"], true, "{result}");
+        assert_eq!(result["result"], format!("done: shape-{id}"), "{result}");
+        assert_eq!((result["line"].as_u64(), result["index"].as_u64()), (Some(line), Some(index)), "{result}");
+    }
+    let ack = &answers["action_ack"];
+    assert_eq!((ack["actionType"].as_str(), ack["line"].as_u64()), (Some("send_message"), Some(n + 1)), "{ack}");
+    let error = &answers["error"];
+    assert_eq!(
+        (error["error"]["kind"].as_str(), error["line"].as_u64()),
+        (Some("invalid_json"), Some(n + 2)),
+        "{error}"
+    );
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "one answer each: {status:?} {rest:?}");
+    assert_eq!(model.requests().len(), 5, "each action ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_under_data_and_at_the_top_is_an_invalid_action() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let mut daemon = Daemon::start(&project, &model, &[]);
+    let both = json!({"type": "spawn_worker", "taskId": "twice", "task": "a", "data": {"task": "b", "servers": ["filesystem"]}});
+    daemon.send_action(both).await;
+    let result = daemon.next().await;
+    assert_eq!(result["taskId"], "twice", "{result}");
+    assert_eq!(result["error"]["kind"], "invalid_action", "{result}");
+    let message = result["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Invalid spawn_worker action") && message.contains("/data/task"), "{message}");
+    daemon.finish().await;
+    assert!(model.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_text_takes_the_fenced_json_block_of_an_agent_reply() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("from-a-reply", vec![text("reply handled")]);
+    let mut daemon = Daemon::start(&project, &model, &["--input", "text"]);
+    let document = serde_json::to_string_pretty(&json!({
+        "actions": [action("reply-1", "from-a-reply", &["filesystem"], 60_000)]
+    }))
+    .unwrap();
+    let reply = format!(
+        "I'll delegate this to a worker.\n\nExample of another shape: {{\"actions\": []}}\n\n```json\n{document}\n```\n\nLet me know!\n"
+    );
+    daemon.send_raw(reply.as_bytes()).await;
+    daemon.close();
+    let result = daemon.next().await;
+    assert_eq!((result["taskId"].as_str(), result["success"].as_bool()), (Some("reply-1"), Some(true)), "{result}");
+    assert_eq!(result["result"], "reply handled");
+    assert_eq!(result["line"], 6, "the line of the reply where the JSON starts: {result}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+
+    // A reply without JSON: one invalid_json naming a short excerpt.
+    let mut daemon = Daemon::start(&project, &model, &["--input", "text"]);
+    daemon.send_raw(format!("I could not find anything to do. {}", "More words. ".repeat(100)).as_bytes()).await;
+    daemon.close();
+    let error = daemon.next().await;
+    assert_eq!(error["error"]["kind"], "invalid_json", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("I could not find anything") && message.len() < 300, "{message}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_schema_gives_a_revalidated_structured_output_or_a_clear_kind() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("structured-person", |r: &Request| {
+        if r.turn() > 0 {
+            return text("the person is recorded");
+        }
+        tool_use("StructuredOutput", json!({"name": "Ada", "age": 36}))
+    });
+    // The CLI reminds a model that answers in text to call StructuredOutput; this one never does.
+    model.script("structured-never", |_: &Request| text("I would rather just talk"));
+    // Every call breaks the schema: the CLI refuses each, and gives up after its retries.
+    model.script("structured-bad", |_: &Request| tool_use("StructuredOutput", json!({"name": 5})));
+    let person = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    });
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    let with_schema = |id: &str, task: &str| {
+        let mut a = action(id, task, &["filesystem"], 60_000);
+        a["outputSchema"] = person.clone();
+        a
+    };
+    let mut not_object = action("flat", "structured-person", &["filesystem"], 60_000);
+    not_object["outputSchema"] = json!({"type": "array"});
+    daemon
+        .send(
+            &json!({"actions": [
+                with_schema("person", "structured-person"),
+                with_schema("never", "structured-never"),
+                with_schema("bad", "structured-bad"),
+                not_object,
+            ]})
+            .to_string(),
+        )
+        .await;
+    let answers = by_key(&daemon.take(4).await);
+    let result = &answers["person"];
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["structuredOutput"], json!({"name": "Ada", "age": 36}), "{result}");
+    let offered = &model.requests_for("structured-person")[0];
+    assert!(offered.tools().contains(&"StructuredOutput".to_owned()), "{:?}", offered.tools());
+    let result = &answers["never"];
+    assert_eq!(result["error"]["kind"], "structured_output_missing", "{result}");
+    assert_eq!(result["error"]["retryable"], true, "{result}");
+    assert!(result.get("structuredOutput").is_none(), "{result}");
+    let result = &answers["bad"];
+    assert_eq!(result["error"]["kind"], "structured_output_invalid", "{result}");
+    assert_eq!(result["error"]["retryable"], false, "{result}");
+    let result = &answers["flat"];
+    assert_eq!(result["error"]["kind"], "invalid_action", "{result}");
+    assert!(result["result"].as_str().unwrap().contains("/outputSchema"), "{result}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
