@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::queue_args::QueueArgs;
-use super::worker_args::{NeedClaude, WorkerArgs};
+use super::worker_args::{NeedClaude, WorkerArgs, WorkerToolArgs};
 use crate::args::{GlobalArgs, parse_duration, parse_positive_duration};
 use crate::mcp::telegram::{DEFAULT_API_BASE, TelegramSettings};
 
@@ -46,16 +46,11 @@ pub struct TelegramArgs {
 pub struct WorkersArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
-    /// How long `spawn_worker` and `worker_wait` wait for a result when the call names no `wait`.
-    #[arg(long, env = "MCP_WORKERS_DEFAULT_WAIT", default_value = "25s", value_parser = parse_duration)]
-    pub default_wait: Duration,
+    #[command(flatten)]
+    pub tools: WorkerToolArgs,
     /// How often a waiting call hears a progress notification (when its client sent a progress token).
     #[arg(long, env = "MCP_WORKERS_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
     pub progress_interval: Duration,
-    /// The deepest level of workers that spawn workers: a workers server inside a worker of this
-    /// depth refuses `spawn_worker` (kind `depth_exceeded`).
-    #[arg(long, env = "MCP_WORKERS_MAX_DEPTH", default_value_t = 2)]
-    pub max_depth: u32,
 }
 
 #[derive(Debug, Args)]
@@ -74,17 +69,8 @@ pub async fn exec(global: &GlobalArgs, args: McpArgs) -> anyhow::Result<ExitCode
         }
         McpServer::NoRoots(a) => crate::mcp::no_roots::run(a.command).await,
         McpServer::Workers(a) => {
-            if a.default_wait > crate::mcp::workers::server::MAX_WAIT {
-                anyhow::bail!("--default-wait must be at most {} s", crate::mcp::workers::server::MAX_WAIT.as_secs());
-            }
+            let settings = a.tools.settings(a.progress_interval)?;
             let daemon = std::sync::Arc::new(a.worker.settings(global, NeedClaude::Yes)?);
-            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            let settings = crate::mcp::workers::WorkersSettings {
-                default_wait: a.default_wait,
-                progress_interval: a.progress_interval,
-                depth: crate::worker::command::own_depth(&env),
-                max_depth: a.max_depth,
-            };
             crate::mcp::workers::run_stdio(daemon, &settings).await
         }
     }

@@ -12,7 +12,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::queue_args::QueueArgs;
-use super::worker_args::{NeedClaude, WorkerArgs};
+use super::worker_args::{NeedClaude, WorkerArgs, WorkerToolArgs};
 use crate::args::{GlobalArgs, parse_duration};
 use crate::http::HostGuard;
 use crate::mcp::queue::QueueSettings;
@@ -41,6 +41,8 @@ pub struct ServeArgs {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub tools: WorkerToolArgs,
 }
 
 /// `serve`'s settings, checked.
@@ -52,6 +54,8 @@ pub struct ServeSettings {
     pub data_dir: std::path::PathBuf,
     pub queue: QueueSettings,
     pub daemon: Arc<DaemonSettings>,
+    /// The workers tools at `/mcp` (their progress interval is the queue's).
+    pub workers: crate::mcp::workers::WorkersSettings,
 }
 
 impl ServeArgs {
@@ -70,6 +74,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             data_dir: global.data_dir(),
             queue: self.queue.settings(),
+            workers: self.tools.settings(self.queue.progress_interval)?,
             daemon: Arc::new(self.worker.settings(global, NeedClaude::Yes)?),
         })
     }
@@ -100,11 +105,11 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
         force.clone(),
     )
     .await?;
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving /v1/actions, /v1/events and MCP at /mcp");
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving /v1/actions, /v1/events and MCP (the queue and the workers tools) at /mcp");
     // The address goes to stderr too, for scripts that bind port 0.
     eprintln!("listening on http://{addr}/mcp");
     let http_stop = CancellationToken::new();
-    let app = crate::http::app(running.service.clone(), settings.guard.clone(), &shutdown);
+    let app = crate::http::app(running.service.clone(), settings.guard.clone(), &settings.workers, &shutdown);
     let mut server = tokio::spawn(crate::http::serve(listener, app, http_stop.clone()));
     let notifier = crate::service::notify::ready(&running.service);
     // Normally a signal ends this; if the HTTP server itself fails, stop the same orderly way.

@@ -59,6 +59,35 @@ pub struct WorkerArgs {
     pub max_line_bytes: usize,
 }
 
+/// The workers tools' flags (`mcp workers`, and `serve`'s `/mcp`).
+#[derive(Debug, Clone, Args)]
+pub struct WorkerToolArgs {
+    /// How long `spawn_worker` and `worker_wait` wait for a result when the call names no `wait`.
+    #[arg(long, env = "MCP_WORKERS_DEFAULT_WAIT", default_value = "25s", value_parser = parse_duration)]
+    pub default_wait: Duration,
+    /// The deepest level of workers that spawn workers: the workers tools inside a worker of this
+    /// depth refuse `spawn_worker` (kind `depth_exceeded`).
+    #[arg(long, env = "MCP_WORKERS_MAX_DEPTH", default_value_t = 2)]
+    pub max_depth: u32,
+}
+
+impl WorkerToolArgs {
+    /// Checked settings; `depth` is this process's own (`MCP_WORKERS_DEPTH`).
+    pub fn settings(&self, progress_interval: Duration) -> anyhow::Result<crate::mcp::workers::WorkersSettings> {
+        let max = crate::mcp::workers::server::MAX_WAIT;
+        if self.default_wait > max {
+            bail!("--default-wait must be at most {} s", max.as_secs());
+        }
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Ok(crate::mcp::workers::WorkersSettings {
+            default_wait: self.default_wait,
+            progress_interval,
+            depth: crate::worker::command::own_depth(&env),
+            max_depth: self.max_depth,
+        })
+    }
+}
+
 fn default_max_workers() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(2, 16))
 }

@@ -22,10 +22,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::pool::CancelOutcome;
+use crate::mcp::workers::front::Cancel;
 use crate::protocol::parse::{parse_document, parse_line};
 use crate::service::{AcceptError, Accepted, Published, Service};
-use crate::store::{ActionState, EventKind};
+use crate::store::EventKind;
 
 /// Events replayed per journal read.
 const PAGE: u32 = 1000;
@@ -203,16 +203,18 @@ async fn get_task(State(service): State<Arc<Service>>, Path(id): Path<String>) -
 
 /// `DELETE /v1/tasks/{id}`: cancels a queued or running action (its result: kind `cancelled`).
 async fn cancel_task(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
-    if service.pool.cancel(&id) == CancelOutcome::Cancelled {
-        return (StatusCode::ACCEPTED, axum::Json(json!({"taskId": id, "cancelled": true}))).into_response();
-    }
-    match service.journal.action(&id).await {
-        Ok(Some(record)) if record.state == ActionState::Done => {
+    match service.cancel(&id).await {
+        Ok(Cancel::Cancelling) => {
+            (StatusCode::ACCEPTED, axum::Json(json!({"taskId": id, "cancelled": true}))).into_response()
+        }
+        Ok(Cancel::Finished) => {
             error(StatusCode::CONFLICT, "already_finished", format!("action {id} has finished already"))
         }
         // Accepted but not yet handed to the pool (only during recovery): say so plainly.
-        Ok(Some(_)) => error(StatusCode::CONFLICT, "not_cancellable", format!("action {id} cannot be cancelled now")),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no action with taskId {id}")),
+        Ok(Cancel::NotNow) => {
+            error(StatusCode::CONFLICT, "not_cancellable", format!("action {id} cannot be cancelled now"))
+        }
+        Ok(Cancel::Unknown) => error(StatusCode::NOT_FOUND, "not_found", format!("no action with taskId {id}")),
         Err(err) => internal(err),
     }
 }

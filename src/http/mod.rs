@@ -1,4 +1,5 @@
-//! Every HTTP route of `serve`: the polling queue over Streamable HTTP at `/mcp` ([`routes`]) and
+//! Every HTTP route of `serve`: the polling queue and the workers tools over Streamable HTTP at
+//! `/mcp` ([`routes`]) and
 //! the worker API (`api.rs`), assembled in [`app`] behind the bearer token and the Host/Origin
 //! guard, served by [`serve`]. The order of start-up and shutdown is `cmd/serve.rs`'s.
 
@@ -17,11 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use guard::HostGuard;
 
+use crate::mcp::combined::QueueAndWorkers;
 use crate::mcp::queue::{Queue, QueueServer};
+use crate::mcp::workers::{Front, WorkersServer, WorkersSettings};
 use crate::service::Service;
+use crate::service::front::ServiceFront;
 
-/// The daemon's HTTP routes, unguarded.
-pub fn routes(queue: Arc<Queue>, guard: &HostGuard, shutdown: &CancellationToken) -> Router {
+/// The daemon's MCP route, unguarded: the queue's tools and the workers tools.
+pub fn routes(queue: Arc<Queue>, workers: WorkersServer, guard: &HostGuard, shutdown: &CancellationToken) -> Router {
     let config = StreamableHttpServerConfig::default()
         // Sessions (for clients on protocol versions before 2026-07-28) route a client's
         // notifications/cancelled to its poll; a client that just goes away is seen by
@@ -29,8 +33,8 @@ pub fn routes(queue: Arc<Queue>, guard: &HostGuard, shutdown: &CancellationToken
         .with_sse_keep_alive(Some(Duration::from_secs(1)))
         .with_allowed_hosts(guard.hosts().iter().cloned())
         .with_cancellation_token(shutdown.child_token());
-    let mcp: StreamableHttpService<QueueServer, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(QueueServer::new(Arc::clone(&queue))),
+    let mcp: StreamableHttpService<QueueAndWorkers, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(QueueAndWorkers { queue: QueueServer::new(Arc::clone(&queue)), workers: workers.clone() }),
         Arc::new(LocalSessionManager::default()),
         config,
     );
@@ -39,9 +43,11 @@ pub fn routes(queue: Arc<Queue>, guard: &HostGuard, shutdown: &CancellationToken
 
 /// Everything `serve` answers: the queue at `/mcp` and the worker API, behind the bearer token
 /// (when set), the health routes open, and all of it behind the Host/Origin guard.
-pub fn app(service: Arc<Service>, guard: HostGuard, shutdown: &CancellationToken) -> Router {
+pub fn app(service: Arc<Service>, guard: HostGuard, workers: &WorkersSettings, shutdown: &CancellationToken) -> Router {
     let token: Option<Arc<str>> = service.api_token.as_deref().map(Arc::from);
-    let protected = routes(service.queue.clone(), &guard, shutdown)
+    let front: Arc<dyn Front> = Arc::new(ServiceFront(service.clone()));
+    let workers = WorkersServer::new(front, &service.settings.registry, workers.server());
+    let protected = routes(service.queue.clone(), workers, &guard, shutdown)
         .merge(api::protected(service.clone()))
         .layer(axum::middleware::from_fn_with_state(token, api::require_token));
     guard.wrap(protected.merge(api::open(service)))

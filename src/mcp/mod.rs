@@ -2,6 +2,7 @@
 //! stdio server that must keep its command-line directories. Their flags are in `cmd/mcp.rs`;
 //! `stdio` gives them standard input and output on the runtime's reactor.
 
+pub mod combined;
 pub mod disconnect;
 pub mod no_roots;
 pub mod queue;

@@ -10,6 +10,7 @@
 //! notifications.
 
 mod accept;
+pub mod front;
 pub mod metrics;
 pub mod notify;
 mod recorder;
@@ -124,6 +125,20 @@ impl Service {
             && !self.draining.is_cancelled()
             && !self.store_failing.load(Ordering::Acquire)
             && self.journal.unfinished().await.is_ok()
+    }
+
+    /// Cancels a queued or running action (`DELETE /v1/tasks/{id}`, `worker_cancel`).
+    pub async fn cancel(&self, task_id: &str) -> Result<crate::mcp::workers::front::Cancel, crate::store::StoreError> {
+        use crate::mcp::workers::front::Cancel;
+        if self.pool.cancel(task_id) == crate::pool::CancelOutcome::Cancelled {
+            return Ok(Cancel::Cancelling);
+        }
+        Ok(match self.journal.action(task_id).await? {
+            Some(record) if record.state == crate::store::ActionState::Done => Cancel::Finished,
+            // Accepted but not yet handed to the pool (only during recovery).
+            Some(_) => Cancel::NotNow,
+            None => Cancel::Unknown,
+        })
     }
 
     pub fn publish(&self, events: impl IntoIterator<Item = Published>) {

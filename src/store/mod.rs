@@ -127,6 +127,8 @@ pub trait Journal: Send + Sync + 'static {
     async fn finish(&self, result: &WorkerResult) -> Result<Option<EventRecord>>;
     /// One action as `GET /v1/tasks/{id}` shows it.
     async fn action(&self, task_id: &str) -> Result<Option<ActionRecord>>;
+    /// The newest `limit` actions, newest accepted first, optionally only those in `state`.
+    async fn actions(&self, state: Option<ActionState>, limit: u32) -> Result<Vec<ActionRecord>>;
     /// Events with an id above `after`, oldest first, at most `limit`.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>>;
     /// What a previous run left: running actions and not-yet-started ones, oldest first.

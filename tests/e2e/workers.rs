@@ -231,3 +231,67 @@ async fn a_worker_spawns_a_worker_through_the_workers_server() {
     assert!(result["result"].as_str().unwrap().contains("inner wrote it"), "{result}");
     assert!(model.requests_for("third-level").is_empty(), "no third level ran");
 }
+
+/// The same tools on `serve`'s `/mcp`, beside the queue's, with the journal behind them: a result
+/// is in `GET /v1/tasks/{id}`, and a client that reconnects still gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_offers_the_workers_tools_beside_the_queue_with_the_journal_behind_them() {
+    use crate::support::daemon::Server;
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let target = project.workspace().join("from-serve.txt");
+    write_script(&model, "serve-write", target.to_string_lossy().into_owned(), "written through serve's /mcp");
+    let gate = Gate::new();
+    model.script("serve-slow", vec![gated(&gate, text("slow but done"))]);
+    let server = Server::start(&project, &model, &[], &[]).await;
+    let url = server.url("/mcp");
+    let mut client = blocking(|| Driver::http(&url));
+
+    let tools = blocking(|| {
+        client.send(json!({"op": "list_tools"}));
+        client.expect(|e| e["event"] == "tools", LINE_LIMIT)
+    });
+    let names: Vec<&str> = tools["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    for name in ["worker_create", "worker_poll", "worker_submit", "spawn_worker", "worker_wait", "worker_cancel"] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+
+    let done = call(
+        &mut client,
+        "a",
+        "spawn_worker",
+        json!({"task": "serve-write a file", "servers": ["filesystem"], "taskId": "sv-1", "wait": 50}),
+    );
+    assert_eq!(done["structured"]["success"], true, "{done}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "written through serve's /mcp");
+    let record: Value = reqwest::get(server.url("/v1/tasks/sv-1")).await.unwrap().json().await.unwrap();
+    assert_eq!(record["state"], "done", "journalled like any action: {record}");
+    assert_eq!(record["result"]["toolsUsed"], json!(["write_file"]));
+
+    let handle = call(
+        &mut client,
+        "b",
+        "spawn_worker",
+        json!({"task": "serve-slow", "servers": ["filesystem"], "idempotencyKey": "once", "wait": 0}),
+    );
+    let slow_id = handle["structured"]["taskId"].as_str().expect("a handle").to_owned();
+    drop(client);
+
+    // A new session: the handle still works, and the same key still names the same task.
+    let mut client = blocking(|| Driver::http(&url));
+    let again = call(
+        &mut client,
+        "c",
+        "spawn_worker",
+        json!({"task": "serve-slow", "servers": ["filesystem"], "idempotencyKey": "once", "wait": 0}),
+    );
+    assert_eq!(again["structured"]["taskId"], slow_id.as_str(), "{again}");
+    let listed = call(&mut client, "l", "worker_list", json!({}));
+    let ids: Vec<&str> =
+        listed["structured"]["workers"].as_array().unwrap().iter().filter_map(|w| w["taskId"].as_str()).collect();
+    assert_eq!(ids, [slow_id.as_str(), "sv-1"], "{listed}");
+    gate.open();
+    let result = call(&mut client, "w", "worker_wait", json!({"taskIds": [slow_id], "wait": 50}));
+    assert_eq!(result["structured"]["result"], "slow but done", "{result}");
+    assert_eq!(model.requests_for("serve-slow").len(), 1, "one worker for two calls with one key");
+}

@@ -27,6 +27,11 @@ impl QueueServer {
     pub fn new(queue: Arc<Queue>) -> Self {
         Self { queue }
     }
+
+    /// The three tools, for a server that serves them beside others (`serve`'s `/mcp`).
+    pub fn tool_list() -> &'static [Tool] {
+        &TOOLS
+    }
 }
 
 fn schema(value: Value) -> Arc<JsonObject> {

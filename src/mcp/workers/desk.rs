@@ -6,10 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::front::{Cancel, Front, FrontResult, Refusal, State, Status, Statuses, apply_key, millis, preview};
 use crate::pool::{CancelOutcome, Event, Pool};
 use crate::protocol::parse::{INVALID_PREFIX, Item, Limits, parse_action};
 use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
@@ -17,15 +18,6 @@ use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
 /// Finished actions kept for `worker_wait`/`worker_status` beyond this many are forgotten, oldest
 /// first (unfinished ones are always kept).
 const KEEP_FINISHED: usize = 1000;
-
-/// Where an action is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Queued,
-    Running,
-    Done,
-}
 
 /// One accepted action, as the desk knows it.
 #[derive(Debug, Clone)]
@@ -38,41 +30,11 @@ struct Entry {
     result: Option<Box<WorkerResult>>,
 }
 
-/// What `worker_status` and a handle say about an action.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub task_id: String,
-    pub state: State,
-    pub servers: Vec<String>,
-    pub task: String,
-    /// Milliseconds since it was accepted.
-    pub elapsed_ms: u64,
-    /// Milliseconds it has been running (absent while queued).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub running_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Box<WorkerResult>>,
-}
-
 #[derive(Default)]
 struct Book {
     entries: HashMap<String, Entry>,
     /// Task ids in the order they were accepted.
     order: VecDeque<String>,
-    /// `idempotencyKey` → task id.
-    keys: HashMap<String, String>,
-}
-
-/// Why `spawn` did not accept an action: its kind and message, as the tool error carries them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal(pub WorkerError);
-
-impl From<Box<WorkerResult>> for Refusal {
-    fn from(result: Box<WorkerResult>) -> Self {
-        let WorkerResult { error, result: text, .. } = *result;
-        Refusal(error.unwrap_or_else(|| WorkerError::new(ErrorKind::InternalError, text, false)))
-    }
 }
 
 pub struct Desk {
@@ -122,45 +84,32 @@ impl Desk {
         };
         entry.state = State::Done;
         entry.result = Some(result);
-        let finished = book.order.iter().filter(|id| book.entries.get(*id).is_some_and(|e| e.state == State::Done));
-        let excess = finished.count().saturating_sub(KEEP_FINISHED);
-        if excess > 0 {
-            let Book { entries, order, keys } = &mut *book;
-            let mut dropped = 0;
-            order.retain(|id| {
-                let old = dropped < excess && entries.get(id).is_some_and(|e| e.state == State::Done);
-                if old {
-                    entries.remove(id);
-                    dropped += 1;
-                }
-                !old
-            });
-            keys.retain(|_, id| entries.contains_key(id));
-        }
+        let Book { entries, order } = &mut *book;
+        let done =
+            |entries: &HashMap<String, Entry>, id: &String| entries.get(id).is_some_and(|e| e.state == State::Done);
+        let mut excess = order.iter().filter(|id| done(entries, id)).count().saturating_sub(KEEP_FINISHED);
+        order.retain(|id| {
+            let forget = excess > 0 && done(entries, id);
+            if forget {
+                entries.remove(id);
+                excess -= 1;
+            }
+            !forget
+        });
     }
 
-    /// Validates and queues one action (the tool's fields, without `type`). With a known
-    /// `idempotency_key` it returns the task it made before, and queues nothing.
-    pub async fn spawn(
-        &self,
-        mut action: Map<String, Value>,
-        idempotency_key: Option<&str>,
-    ) -> Result<String, Refusal> {
-        if let Some(key) = idempotency_key
-            && let Some(id) = self.book().keys.get(key)
+    async fn spawn_action(&self, mut action: Map<String, Value>, key: Option<&str>) -> Result<String, Refusal> {
+        if let Some(id) = apply_key(&mut action, key)
+            && self.book().entries.contains_key(&id)
         {
-            return Ok(id.clone());
+            return Ok(id);
         }
         action.insert("type".into(), Value::from("spawn_worker"));
         let action = match parse_action(Value::Object(action), Origin::default(), self.limits) {
             Item::Spawn(action) => action,
             Item::Refused(result) => return Err(result.into()),
-            Item::Ack(_) => unreachable!("the type is spawn_worker"),
+            Item::Ack(_) => return Err(Refusal::internal("the action was not read as spawn_worker")),
         };
-        if self.book().entries.contains_key(&action.task_id) {
-            let message = format!("{INVALID_PREFIX}: /taskId: {} was already used on this server", action.task_id);
-            return Err(Refusal(WorkerError::new(ErrorKind::InvalidAction, message, false)));
-        }
         let entry = Entry {
             servers: action.servers.clone(),
             task_preview: preview(&action.task),
@@ -169,16 +118,18 @@ impl Desk {
             started: None,
             result: None,
         };
+        let task_id = action.task_id.clone();
         let admitted = self.pool.admit(action).map_err(Refusal::from)?;
-        let task_id = admitted.job.action.task_id.clone();
         {
             let mut book = self.book();
-            if let Some(key) = idempotency_key {
-                // Two calls with one new key at once: the first one in keeps it.
-                if let Some(id) = book.keys.get(key) {
-                    return Ok(id.clone());
+            if book.entries.contains_key(&task_id) {
+                // A finished action with this id (a running one was refused by the pool), or
+                // the same key twice at once: the first one in keeps it.
+                if key.is_some() {
+                    return Ok(task_id);
                 }
-                book.keys.insert(key.to_owned(), task_id.clone());
+                let message = format!("{INVALID_PREFIX}: /taskId: {task_id} was already used on this server");
+                return Err(Refusal(WorkerError::new(ErrorKind::InvalidAction, message, false)));
             }
             book.entries.insert(task_id.clone(), entry);
             book.order.push_back(task_id.clone());
@@ -187,57 +138,8 @@ impl Desk {
         Ok(task_id)
     }
 
-    pub fn status(&self, task_id: &str) -> Option<Status> {
+    fn status_now(&self, task_id: &str) -> Option<Status> {
         self.book().entries.get(task_id).map(|entry| status_of(task_id, entry))
-    }
-
-    /// The newest `limit` actions, newest first, optionally only those in `state`.
-    pub fn list(&self, state: Option<State>, limit: usize) -> Vec<Status> {
-        let book = self.book();
-        book.order
-            .iter()
-            .rev()
-            .filter_map(|id| book.entries.get(id).map(|e| (id, e)))
-            .filter(|(_, e)| state.is_none_or(|s| e.state == s))
-            .take(limit)
-            .map(|(id, e)| {
-                let mut status = status_of(id, e);
-                status.result = None;
-                status
-            })
-            .collect()
-    }
-
-    /// Waits until one of `ids` is done or `wait` passes (or `cancelled` resolves); returns the
-    /// statuses of all of them then. Unknown ids are `None`.
-    pub async fn wait(
-        &self,
-        ids: &[String],
-        wait: Duration,
-        cancelled: impl std::future::Future<Output = ()>,
-    ) -> Vec<(String, Option<Status>)> {
-        let mut version = self.version.subscribe();
-        let deadline = tokio::time::sleep(wait);
-        tokio::pin!(deadline, cancelled);
-        loop {
-            version.borrow_and_update();
-            let now: Vec<(String, Option<Status>)> = ids.iter().map(|id| (id.clone(), self.status(id))).collect();
-            let any_done = now.iter().any(|(_, s)| s.as_ref().is_some_and(|s| s.state == State::Done));
-            let all_unknown = now.iter().all(|(_, s)| s.is_none());
-            if any_done || all_unknown {
-                return now;
-            }
-            tokio::select! {
-                biased;
-                () = &mut cancelled => return now,
-                () = &mut deadline => return now,
-                changed = version.changed() => if changed.is_err() { return now },
-            }
-        }
-    }
-
-    pub fn cancel(&self, task_id: &str) -> CancelOutcome {
-        self.pool.cancel(task_id)
     }
 
     /// How many actions are unfinished.
@@ -246,8 +148,71 @@ impl Desk {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+impl Front for Desk {
+    fn spawn<'a>(&'a self, action: Map<String, Value>, key: Option<&'a str>) -> BoxFuture<'a, Result<String, Refusal>> {
+        Box::pin(self.spawn_action(action, key))
+    }
+
+    fn status<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, FrontResult<Option<Status>>> {
+        Box::pin(async move { Ok(self.status_now(task_id)) })
+    }
+
+    fn wait<'a>(
+        &'a self,
+        ids: &'a [String],
+        wait: Duration,
+        cancelled: BoxFuture<'a, ()>,
+    ) -> BoxFuture<'a, FrontResult<Statuses>> {
+        Box::pin(async move {
+            let mut version = self.version.subscribe();
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline, cancelled);
+            loop {
+                version.borrow_and_update();
+                let now: Vec<(String, Option<Status>)> =
+                    ids.iter().map(|id| (id.clone(), self.status_now(id))).collect();
+                if settled(&now) {
+                    return Ok(now);
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => return Ok(now),
+                    () = &mut deadline => return Ok(now),
+                    changed = version.changed() => if changed.is_err() { return Ok(now) },
+                }
+            }
+        })
+    }
+
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, FrontResult<Cancel>> {
+        Box::pin(async move {
+            Ok(match (self.status_now(task_id), self.pool.cancel(task_id)) {
+                (None, _) => Cancel::Unknown,
+                (Some(_), CancelOutcome::Cancelled) => Cancel::Cancelling,
+                (Some(_), CancelOutcome::NotFound) => Cancel::Finished,
+            })
+        })
+    }
+
+    fn list(&self, state: Option<State>, limit: usize) -> BoxFuture<'_, FrontResult<Vec<Status>>> {
+        let book = self.book();
+        let listed = book
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| book.entries.get(id).map(|e| (id, e)))
+            .filter(|(_, e)| state.is_none_or(|s| e.state == s))
+            .take(limit)
+            .map(|(id, e)| Status { result: None, ..status_of(id, e) })
+            .collect();
+        Box::pin(async move { Ok(listed) })
+    }
+}
+
+/// A wait is over once one of the ids is done, or none of them is known.
+pub fn settled(statuses: &[(String, Option<Status>)]) -> bool {
+    statuses.iter().any(|(_, s)| s.as_ref().is_some_and(|s| s.state == State::Done))
+        || statuses.iter().all(|(_, s)| s.is_none())
 }
 
 fn status_of(task_id: &str, entry: &Entry) -> Status {
@@ -262,15 +227,6 @@ fn status_of(task_id: &str, entry: &Entry) -> Status {
         task: entry.task_preview.clone(),
         elapsed_ms: millis(entry.accepted.elapsed()),
         running_ms,
-        result: entry.result.clone(),
-    }
-}
-
-/// The first 200 characters of a task, for lists.
-fn preview(task: &str) -> String {
-    const MAX: usize = 200;
-    match task.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &task[..cut]),
-        None => task.to_owned(),
+        result: entry.result.as_ref().and_then(|r| serde_json::to_value(r).ok()),
     }
 }

@@ -3,6 +3,7 @@
 //! [`crate::pool::Pool`] per process; results are kept in memory for as long as it runs.
 
 pub mod desk;
+pub mod front;
 pub mod server;
 
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use front::Front;
 pub use server::{ServerSettings, WorkersServer};
 
 use crate::pool::{Pool, Stopping};
@@ -31,7 +33,7 @@ pub struct WorkersSettings {
 }
 
 impl WorkersSettings {
-    fn server(&self) -> ServerSettings {
+    pub fn server(&self) -> ServerSettings {
         let refuse_spawn = (self.depth >= self.max_depth).then(|| {
             format!(
                 "this workers server runs inside a worker at depth {} and the depth limit is {} \
@@ -54,7 +56,7 @@ pub async fn run_stdio(daemon: Arc<DaemonSettings>, settings: &WorkersSettings) 
     let (events_tx, events) = mpsc::channel(1024);
     let (pool, finished) = Pool::start(Arc::clone(&daemon), events_tx, Stopping::immediate(&shutdown, &force));
     let desk = desk::Desk::start(pool, daemon.limits, events);
-    let server = WorkersServer::new(Arc::clone(&desk), &daemon.registry, settings.server());
+    let server = WorkersServer::new(Arc::clone(&desk) as Arc<dyn Front>, &daemon.registry, settings.server());
     tracing::info!(
         max_workers = daemon.max_workers,
         servers = daemon.registry.len(),

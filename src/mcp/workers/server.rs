@@ -14,9 +14,8 @@ use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
-use super::desk::{Desk, Refusal, State, Status};
-use crate::pool::CancelOutcome;
-use crate::protocol::{ErrorKind, WorkerError, WorkerResult};
+use super::front::{Cancel, Front, Refusal, State, Status};
+use crate::protocol::{ErrorKind, WorkerError};
 use crate::registry::Registry;
 
 /// The longest a call may wait: below Claude Desktop's cut of a tool call at about 60 s.
@@ -35,14 +34,24 @@ pub struct ServerSettings {
 
 #[derive(Clone)]
 pub struct WorkersServer {
-    desk: Arc<Desk>,
+    front: Arc<dyn Front>,
     tools: Arc<Vec<Tool>>,
     settings: Arc<ServerSettings>,
 }
 
 impl WorkersServer {
-    pub fn new(desk: Arc<Desk>, registry: &Registry, settings: ServerSettings) -> Self {
-        Self { desk, tools: Arc::new(tools(registry, &settings)), settings: Arc::new(settings) }
+    pub fn new(front: Arc<dyn Front>, registry: &Registry, settings: ServerSettings) -> Self {
+        Self { front, tools: Arc::new(tools(registry, &settings)), settings: Arc::new(settings) }
+    }
+
+    /// The tools, for a server that serves them beside others (`serve`'s `/mcp`).
+    pub fn tool_list(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    /// Whether `name` is one of these tools.
+    pub fn has_tool(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| t.name == name)
     }
 }
 
@@ -182,26 +191,31 @@ fn bad_arguments(message: impl Into<String>) -> CallToolResult {
     refusal(&WorkerError::new(ErrorKind::InvalidAction, message, false), json!({}))
 }
 
-/// A short line about a result, then the result itself.
-fn summary(result: &WorkerResult) -> String {
-    let head = if result.success {
-        format!("worker {} succeeded in {} ms (tools used: {})", result.task_id, result.duration, tools_list(result))
+/// A short line about a `worker_result`, then the result itself.
+fn summary(result: &Value) -> String {
+    let id = result["taskId"].as_str().unwrap_or("?");
+    let duration = result["duration"].as_u64().unwrap_or(0);
+    let head = if result["success"] == true {
+        let tools: Vec<&str> =
+            result["toolsUsed"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let tools = if tools.is_empty() { "none".to_owned() } else { tools.join(", ") };
+        format!("worker {id} succeeded in {duration} ms (tools used: {tools})")
     } else {
-        let kind = result.error.as_ref().map_or("failed", |e| e.kind.as_str());
-        format!("worker {} failed ({kind}) after {} ms", result.task_id, result.duration)
+        let kind = result["error"]["kind"].as_str().unwrap_or("failed");
+        format!("worker {id} failed ({kind}) after {duration} ms")
     };
-    format!("{head}\n{}", serde_json::to_string(result).unwrap_or_default())
+    format!("{head}\n{result}")
 }
 
-fn tools_list(result: &WorkerResult) -> String {
-    if result.tools_used.is_empty() { "none".into() } else { result.tools_used.join(", ") }
-}
-
-fn finished(result: &WorkerResult) -> CallToolResult {
-    let value = serde_json::to_value(result).unwrap_or_default();
-    let mut reply = CallToolResult::structured(value);
+fn finished(result: &Value) -> CallToolResult {
+    let mut reply = CallToolResult::structured(result.clone());
     reply.content = vec![ContentBlock::text(summary(result))];
     reply
+}
+
+/// A store failure while answering: a tool error the model can retry.
+fn store_failed(message: &str) -> CallToolResult {
+    refusal(&WorkerError::new(ErrorKind::InternalError, format!("the journal failed: {message}"), true), json!({}))
 }
 
 fn handle(status: &Status) -> CallToolResult {
@@ -246,19 +260,26 @@ fn task_id_arg(args: &JsonObject) -> Result<&str, String> {
 struct ProgressTicker(tokio::task::JoinHandle<()>);
 
 impl ProgressTicker {
-    fn start(peer: Peer<RoleServer>, token: ProgressToken, every: Duration, desk: Arc<Desk>, ids: Vec<String>) -> Self {
+    fn start(
+        peer: Peer<RoleServer>,
+        token: ProgressToken,
+        every: Duration,
+        front: Arc<dyn Front>,
+        ids: Vec<String>,
+    ) -> Self {
         Self(tokio::spawn(async move {
             let started = Instant::now();
             loop {
                 tokio::time::sleep(every).await;
                 let waited = started.elapsed().as_secs_f64().floor();
-                let states: Vec<String> = ids
-                    .iter()
-                    .map(|id| match desk.status(id) {
-                        Some(s) => format!("{id}: {} ({} s)", state_word(s.state), s.elapsed_ms / 1000),
-                        None => format!("{id}: unknown"),
-                    })
-                    .collect();
+                let mut states = Vec::new();
+                for id in &ids {
+                    states.push(match front.status(id).await {
+                        Ok(Some(s)) => format!("{id}: {} ({} s)", state_word(s.state), s.elapsed_ms / 1000),
+                        Ok(None) => format!("{id}: unknown"),
+                        Err(_) => format!("{id}: (the journal does not answer)"),
+                    });
+                }
                 let param = ProgressNotificationParam::new(token.clone(), waited).with_message(states.join("; "));
                 if peer.notify_progress(param).await.is_err() {
                     return;
@@ -278,7 +299,7 @@ impl WorkersServer {
     fn ticker(&self, context: &RequestContext<RoleServer>, ids: &[String]) -> Option<ProgressTicker> {
         let token = context.meta.get_progress_token()?;
         let every = self.settings.progress_interval;
-        Some(ProgressTicker::start(context.peer.clone(), token, every, Arc::clone(&self.desk), ids.to_vec()))
+        Some(ProgressTicker::start(context.peer.clone(), token, every, Arc::clone(&self.front), ids.to_vec()))
     }
 
     async fn spawn_worker(&self, args: JsonObject, context: &RequestContext<RoleServer>) -> CallToolResult {
@@ -296,7 +317,7 @@ impl WorkersServer {
             Some(Value::String(key)) if !key.is_empty() && key.len() <= 200 => Some(key),
             Some(_) => return bad_arguments("`idempotencyKey` must be a string of 1 to 200 characters"),
         };
-        let task_id = match self.desk.spawn(action, key.as_deref()).await {
+        let task_id = match self.front.spawn(action, key.as_deref()).await {
             Ok(id) => id,
             Err(Refusal(error)) => return refusal(&error, json!({})),
         };
@@ -308,7 +329,10 @@ impl WorkersServer {
     async fn wait_for(&self, ids: &[String], wait: Duration, context: &RequestContext<RoleServer>) -> CallToolResult {
         let _ticker = self.ticker(context, ids);
         // A cancelled request ends the wait, never the worker (only worker_cancel stops work).
-        let statuses = self.desk.wait(ids, wait, context.ct.cancelled()).await;
+        let statuses = match self.front.wait(ids, wait, Box::pin(context.ct.cancelled())).await {
+            Ok(statuses) => statuses,
+            Err(message) => return store_failed(&message),
+        };
         if let [(id, status)] = statuses.as_slice() {
             return match status {
                 None => unknown(id),
@@ -322,9 +346,7 @@ impl WorkersServer {
         for (id, status) in statuses {
             match status {
                 None => missing.push(id),
-                Some(Status { result: Some(result), .. }) => {
-                    done.push(serde_json::to_value(&*result).unwrap_or_default())
-                }
+                Some(Status { result: Some(result), .. }) => done.push(result),
                 Some(status) => pending.push(json!({"taskId": status.task_id, "state": status.state,
                                                     "elapsedMs": status.elapsed_ms})),
             }
@@ -360,14 +382,15 @@ impl WorkersServer {
         }
     }
 
-    fn worker_status(&self, args: &JsonObject) -> CallToolResult {
+    async fn worker_status(&self, args: &JsonObject) -> CallToolResult {
         let id = match task_id_arg(args) {
             Ok(id) => id,
             Err(message) => return bad_arguments(message),
         };
-        match self.desk.status(id) {
-            None => unknown(id),
-            Some(status) => {
+        match self.front.status(id).await {
+            Err(message) => store_failed(&message),
+            Ok(None) => unknown(id),
+            Ok(Some(status)) => {
                 let body = serde_json::to_value(&status).unwrap_or_default();
                 let mut reply = CallToolResult::structured(body.clone());
                 let line = match &status.result {
@@ -380,31 +403,37 @@ impl WorkersServer {
         }
     }
 
-    fn worker_cancel(&self, args: &JsonObject) -> CallToolResult {
+    async fn worker_cancel(&self, args: &JsonObject) -> CallToolResult {
         let id = match task_id_arg(args) {
             Ok(id) => id,
             Err(message) => return bad_arguments(message),
         };
-        match (self.desk.status(id), self.desk.cancel(id)) {
-            (None, _) => unknown(id),
-            (Some(_), CancelOutcome::Cancelled) => {
+        let (body, line) = match self.front.cancel(id).await {
+            Err(message) => return store_failed(&message),
+            Ok(Cancel::Unknown) => return unknown(id),
+            Ok(Cancel::Cancelling) => {
                 tracing::info!(task_id = id, "cancel requested over MCP");
-                let body = json!({"taskId": id, "cancelling": true,
-                                  "instructions": format!("Call worker_wait with taskIds [\"{id}\"] for its final result.")});
-                let mut reply = CallToolResult::structured(body.clone());
-                reply.content = vec![ContentBlock::text(format!("worker {id} is being stopped\n{body}"))];
-                reply
+                let instructions = format!("Call worker_wait with taskIds [\"{id}\"] for its final result.");
+                (json!({"taskId": id, "cancelling": true, "instructions": instructions}), "is being stopped")
             }
-            (Some(_), CancelOutcome::NotFound) => {
-                let body = json!({"taskId": id, "cancelling": false, "state": "done"});
-                let mut reply = CallToolResult::structured(body.clone());
-                reply.content = vec![ContentBlock::text(format!("worker {id} had already finished\n{body}"))];
-                reply
+            Ok(Cancel::Finished) => {
+                (json!({"taskId": id, "cancelling": false, "state": "done"}), "had already finished")
             }
-        }
+            Ok(Cancel::NotNow) => {
+                let error = WorkerError::new(
+                    ErrorKind::InternalError,
+                    format!("worker {id} cannot be cancelled right now (it is being recovered); try again"),
+                    true,
+                );
+                return refusal(&error, json!({"taskId": id}));
+            }
+        };
+        let mut reply = CallToolResult::structured(body.clone());
+        reply.content = vec![ContentBlock::text(format!("worker {id} {line}\n{body}"))];
+        reply
     }
 
-    fn worker_list(&self, args: &JsonObject) -> CallToolResult {
+    async fn worker_list(&self, args: &JsonObject) -> CallToolResult {
         let state = match args.get("state").and_then(Value::as_str) {
             None => None,
             Some("queued") => Some(State::Queued),
@@ -413,7 +442,10 @@ impl WorkersServer {
             Some(other) => return bad_arguments(format!("`state` must be queued, running or done, not {other:?}")),
         };
         let limit = args.get("limit").and_then(Value::as_u64).map_or(50, |n| n.clamp(1, 200));
-        let workers = self.desk.list(state, usize::try_from(limit).unwrap_or(50));
+        let workers = match self.front.list(state, usize::try_from(limit).unwrap_or(50)).await {
+            Ok(workers) => workers,
+            Err(message) => return store_failed(&message),
+        };
         let body = json!({"workers": workers});
         let mut reply = CallToolResult::structured(body.clone());
         reply.content = vec![ContentBlock::text(format!("{} workers\n{body}", workers.len()))];
@@ -457,9 +489,9 @@ impl ServerHandler for WorkersServer {
         let result = match request.name.as_ref() {
             "spawn_worker" => self.spawn_worker(args, &context).await,
             "worker_wait" => self.worker_wait(&args, &context).await,
-            "worker_status" => self.worker_status(&args),
-            "worker_cancel" => self.worker_cancel(&args),
-            "worker_list" => self.worker_list(&args),
+            "worker_status" => self.worker_status(&args).await,
+            "worker_cancel" => self.worker_cancel(&args).await,
+            "worker_list" => self.worker_list(&args).await,
             other => {
                 return Err(McpError::invalid_params(
                     format!(

@@ -56,6 +56,11 @@ pub async fn lifecycle_recovery_and_resumable_events(h: &impl Harness) {
     assert_eq!(journal.action("r").await.unwrap().unwrap().state, ActionState::Done);
     assert!(journal.action("zz").await.unwrap().is_none());
     assert_eq!(journal.unfinished().await.unwrap(), Unfinished { accepted: 1, running: 1 });
+    let ids = |records: Vec<crate::store::ActionRecord>| records.into_iter().map(|r| r.task_id).collect::<Vec<_>>();
+    assert_eq!(ids(journal.actions(None, 10).await.unwrap()), ["r", "c", "b", "a"], "newest accepted first");
+    assert_eq!(ids(journal.actions(None, 2).await.unwrap()), ["r", "c"]);
+    assert_eq!(ids(journal.actions(Some(ActionState::Done), 10).await.unwrap()), ["r", "b"]);
+    assert_eq!(ids(journal.actions(Some(ActionState::Accepted), 10).await.unwrap()), ["c"]);
     drop(journal);
 
     // A restart: the store still knows everything.

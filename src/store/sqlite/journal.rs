@@ -75,27 +75,16 @@ pub fn finish(conn: &Connection, result: &WorkerResult, now: Millis) -> Result<(
     Ok((Some(event), Effects::EVENTS))
 }
 
-pub fn action(conn: &Connection, task_id: &str) -> Result<Option<ActionRecord>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT task_id, state, action, result, accepted_ms, started_ms, finished_ms FROM actions
-             WHERE task_id = ?1",
-        )?
-        .query_row(params![task_id], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, Millis>(4)?,
-                row.get::<_, Option<Millis>>(5)?,
-                row.get::<_, Option<Millis>>(6)?,
-            ))
-        })
-        .optional()?;
-    let Some((task_id, state, action, result, accepted_ms, started_ms, finished_ms)) = row else {
-        return Ok(None);
-    };
+const RECORD_COLUMNS: &str = "task_id, state, action, result, accepted_ms, started_ms, finished_ms";
+
+type RecordRow = (String, String, String, Option<String>, Millis, Option<Millis>, Option<Millis>);
+
+fn record_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+}
+
+fn record(row: RecordRow) -> Result<ActionRecord> {
+    let (task_id, state, action, result, accepted_ms, started_ms, finished_ms) = row;
     let state = parse_state(&task_id, &state)?;
     // `accept` stores `{"index": i, "action": {...}}`; show the action itself.
     let mut stored: Value = serde_json::from_str(&action).unwrap_or(Value::Null);
@@ -104,7 +93,26 @@ pub fn action(conn: &Connection, task_id: &str) -> Result<Option<ActionRecord>> 
         None => stored,
     };
     let result = result.and_then(|r| serde_json::from_str(&r).ok());
-    Ok(Some(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms }))
+    Ok(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms })
+}
+
+pub fn action(conn: &Connection, task_id: &str) -> Result<Option<ActionRecord>> {
+    let row = conn
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM actions WHERE task_id = ?1"))?
+        .query_row(params![task_id], record_row)
+        .optional()?;
+    row.map(record).transpose()
+}
+
+pub fn actions(conn: &Connection, state: Option<ActionState>, limit: u32) -> Result<Vec<ActionRecord>> {
+    let state = state.map(ActionState::as_str);
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM actions WHERE ?1 IS NULL OR state = ?1 ORDER BY seq DESC LIMIT ?2"
+        ))?
+        .query_map(params![state, limit], record_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(record).collect()
 }
 
 pub fn events_after(conn: &Connection, after: i64, limit: u32) -> Result<Vec<EventRecord>> {

@@ -28,7 +28,7 @@ use self::threads::{Feeds, Msg, ReadJob, read, write};
 use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
-    ActionRecord, Changes, Clock, Counts, EventRecord, Journal, QueueStore, Recovery, Result, StoreError,
+    ActionRecord, ActionState, Changes, Clock, Counts, EventRecord, Journal, QueueStore, Recovery, Result, StoreError,
     SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
 };
 use crate::protocol::WorkerResult;
@@ -207,6 +207,10 @@ impl Journal for SqliteStore {
     async fn action(&self, task_id: &str) -> Result<Option<ActionRecord>> {
         let t = task_id.to_owned();
         self.read(move |c| journal::action(c, &t)).await
+    }
+
+    async fn actions(&self, state: Option<ActionState>, limit: u32) -> Result<Vec<ActionRecord>> {
+        self.read(move |c| journal::actions(c, state, limit)).await
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
