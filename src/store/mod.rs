@@ -17,6 +17,7 @@ pub mod clock;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod ids;
+pub mod postgres;
 pub mod sqlite;
 pub mod types;
 
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 
 pub use changes::{ChangeFeed, Changes};
 pub use clock::{Clock, Millis, now_ms};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
     ActionRecord, ActionState, Counts, EventKind, EventRecord, Recovery, SubmitOutcome, SweepReport, Task, TaskState,
