@@ -76,6 +76,8 @@ pub struct PgStore {
     feeds: Arc<Feeds>,
     payload_tasks: String,
     payload_events: String,
+    /// The connection holding the journal's advisory lock ([`PgStore::own_journal`]).
+    journal_owner: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     _stop: DropGuard,
 }
 
@@ -134,8 +136,36 @@ impl PgStore {
             feeds,
             payload_tasks: format!("{}:tasks", config.schema),
             payload_events: format!("{}:events", config.schema),
+            journal_owner: tokio::sync::Mutex::new(None),
             _stop: stop.drop_guard(),
         })
+    }
+
+    /// Makes this handle the only `serve` of the schema's journal while it lives: a session
+    /// advisory lock on a connection of its own. Until daemons share the journal (node
+    /// registry, fenced finishes: not built yet), a second `serve` on one schema would answer
+    /// the first one's running actions `interrupted` and run its backlog twice; it is refused.
+    pub async fn own_journal(&self) -> Result<()> {
+        let mut owner = self.journal_owner.lock().await;
+        if owner.is_some() {
+            return Ok(());
+        }
+        let config = self.pool.config();
+        let client = pool::connect(config, None).await?;
+        let key = format!("{}:journal", config.schema);
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&schema::LOCK_CLASS, &key])
+            .await?
+            .try_get(0)?;
+        if !got {
+            return Err(StoreError::Busy(format!(
+                "another `serve` already runs on the journal of schema {} at {config}; one serve daemon per schema \
+                 (several daemons on one journal are not supported yet; `enqueue`, `tasks` and `mcp queue` may share it)",
+                config.schema
+            )));
+        }
+        *owner = Some(client);
+        Ok(())
     }
 
     /// The transaction's "now": the manual clock's in tests, else the database's.

@@ -229,6 +229,10 @@ impl Pool {
         Self { config, idle: Mutex::new(Vec::new()), permits }
     }
 
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
     pub async fn get(&self) -> Result<Pooled<'_>> {
         let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| StoreError::Closed)?;
         loop {

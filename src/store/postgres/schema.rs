@@ -58,7 +58,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// The first key of our advisory locks (the second is the schema's hash).
-const LOCK_CLASS: i32 = 0x6d63_7077; // "mcpw"
+pub const LOCK_CLASS: i32 = 0x6d63_7077; // "mcpw"
 
 /// Creates the schema if missing and applies the missing steps of `migrations`, all in one
 /// transaction holding `pg_advisory_xact_lock`. `conn`'s `search_path` names the schema.

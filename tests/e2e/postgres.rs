@@ -1,0 +1,182 @@
+//! The store on PostgreSQL, black box: `serve`, `mcp queue`, `enqueue` and `tasks` as separate
+//! processes on one database (each test in a schema of its own, dropped afterwards). The
+//! database is `MCP_WORKERS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/test`;
+//! `scripts/postgres.sh` starts it); without one these tests fail, never skip.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{BIN, Driver, HttpServer, data_dir};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn base_url() -> String {
+    std::env::var("MCP_WORKERS_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema of this test's own on the test database, dropped with the value.
+struct Schema {
+    name: String,
+}
+
+impl Schema {
+    fn new() -> Self {
+        Self { name: format!("e2e_{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    /// The store URL naming this schema.
+    fn url(&self) -> String {
+        format!("{}?schema={}", base_url(), self.name)
+    }
+
+    /// `mcp-workers --store URL ARGS` in its own process (a data dir of its own, unused).
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let dir = data_dir();
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--store", &self.url()])
+            .args(args)
+            .output()
+            .expect("run")
+    }
+
+    fn enqueue(&self, prompts: &[&str]) -> Vec<String> {
+        let mut args = vec!["enqueue"];
+        args.extend_from_slice(prompts);
+        let out = self.cli(&args);
+        assert!(out.status.success(), "enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+
+    fn tasks(&self) -> Vec<Value> {
+        let out = self.cli(&["tasks", "--json"]);
+        assert!(out.status.success(), "tasks failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("tasks --json")
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (base_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await
+            })
+        })
+        .join();
+    }
+}
+
+/// A poll waiting on one process gets a task that another process enqueues, at once (the
+/// listener's NOTIFY, not the fallback poll: well under its 2 s).
+fn poll_gets_task_enqueued_elsewhere(driver: &mut Driver, schema: &Schema) {
+    let w = driver.create_worker();
+    driver.start("p", "worker_poll", json!({"worker_id": w}), true);
+    driver.expect(|e| e["event"] == "progress" && e["id"] == "p", LONG);
+    let started = Instant::now();
+    let ids = schema.enqueue(&["across processes"]);
+    let got = driver.outcome("p", LONG);
+    assert_eq!(got["json"]["task_id"], ids[0].as_str(), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let sub = driver.call("s", "worker_submit", json!({"worker_id": w, "task_id": ids[0], "response": "pg"}));
+    assert_eq!(sub["json"]["submitted"], true, "{sub}");
+    let all = schema.tasks();
+    assert_eq!((all.len(), all[0]["state"].as_str(), all[0]["response"].as_str()), (1, Some("done"), Some("pg")));
+}
+
+#[test]
+fn http_poll_on_serve_gets_a_task_enqueued_by_another_process() {
+    let schema = Schema::new();
+    let dir = data_dir();
+    let url = schema.url();
+    let server = HttpServer::start(dir.path(), &["--store", &url, "--timeout=50", "--progress-interval", "200ms"]);
+    let mut driver = Driver::http(&server.url);
+    poll_gets_task_enqueued_elsewhere(&mut driver, &schema);
+    assert!(!dir.path().join("store.sqlite3").exists(), "nothing went to SQLite");
+}
+
+#[test]
+fn stdio_poll_gets_a_task_enqueued_by_another_process() {
+    let schema = Schema::new();
+    let dir = data_dir();
+    let url = schema.url();
+    let mut driver = Driver::stdio(dir.path(), &["--store", &url, "--timeout", "50", "--progress-interval=200ms"]);
+    poll_gets_task_enqueued_elsewhere(&mut driver, &schema);
+}
+
+#[test]
+fn kill_9_of_serve_with_a_task_leased_then_restart_delivers_every_task_once() {
+    let schema = Schema::new();
+    let dir = data_dir();
+    let url = schema.url();
+    let ids = schema.enqueue(&["one", "two"]);
+    let flags = ["--store", url.as_str(), "--timeout=20", "--lease=2s"];
+    let mut server = HttpServer::start(dir.path(), &flags);
+    let mut a = Driver::http(&server.url);
+    let wa = a.create_worker();
+    assert_eq!(a.call("p", "worker_poll", json!({"worker_id": wa}))["json"]["task_id"], ids[0].as_str());
+    server.kill9();
+    a.kill();
+    let states: Vec<Value> = schema.tasks().iter().map(|t| t["state"].clone()).collect();
+    assert_eq!(states, [json!("leased"), json!("queued")]);
+    // The killed daemon's journal lock went with its connection: a new serve starts at once.
+    let server = HttpServer::start(dir.path(), &flags);
+    let mut b = Driver::http(&server.url);
+    let wb = b.create_worker();
+    let mut delivered = Vec::new();
+    for i in 0..2 {
+        let got = b.call(&format!("p{i}"), "worker_poll", json!({"worker_id": wb}));
+        let task_id = got["json"]["task_id"].as_str().unwrap_or_else(|| panic!("no task: {got}")).to_owned();
+        let sub =
+            b.call(&format!("s{i}"), "worker_submit", json!({"worker_id": wb, "task_id": task_id, "response": "ok"}));
+        assert_eq!(sub["json"]["submitted"], true, "{sub}");
+        delivered.push(task_id);
+    }
+    delivered.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(delivered, all);
+    let after = schema.tasks();
+    assert!(after.iter().all(|t| t["state"] == "done"), "{after:?}");
+    let first = after.iter().find(|t| t["id"] == ids[0].as_str()).expect("first task");
+    assert_eq!(first["attempts"], 2, "the leased task was redelivered after its lease: {first}");
+}
+
+#[test]
+fn a_second_serve_on_one_schema_is_refused_and_the_password_is_never_shown() {
+    // Trust auth ignores the password, so the URL with one connects; it must show up nowhere.
+    let schema = Schema::new();
+    let secret = "Sup3rSecretPw";
+    let url = schema.url().replacen("://postgres@", &format!("://postgres:{secret}@"), 1);
+    assert!(url.contains(secret), "the test URL names user postgres: {url}");
+    let (one, two) = (data_dir(), data_dir());
+    let first = HttpServer::start(one.path(), &["--store", &url, "-v"]);
+    first.wait_log("serving");
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(two.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &url])
+        .output()
+        .expect("second serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("another `serve` already runs"), "{stderr}");
+    assert!(stderr.contains("postgres:***@"), "{stderr}");
+    let unreachable = format!("postgres://u:{secret}@127.0.0.1:1/test?connect_timeout=2");
+    let out = Command::new(BIN).args(["--store", &unreachable, "tasks"]).output().expect("tasks");
+    let tasks_err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && tasks_err.contains("cannot open the store postgres://u:***@127.0.0.1:1"),
+        "{tasks_err}"
+    );
+    let first_log = first.stderr.lock().unwrap().join("\n");
+    for text in [&first_log, &stderr.to_string(), &tasks_err.to_string()] {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+    }
+}
