@@ -180,3 +180,116 @@ fn a_second_serve_on_one_schema_is_refused_and_the_password_is_never_shown() {
         assert!(!text.contains(secret), "the password leaked: {text}");
     }
 }
+
+/// A TCP proxy in front of the test database that the test can cut (every connection closed,
+/// new ones refused) and restore: a database outage or restart, without touching the real
+/// server other tests use.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let Ok(server) = std::net::TcpStream::connect("127.0.0.1:5432") else { continue };
+                let mut streams = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    streams.push(s.try_clone().expect("clone"));
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The store URL through this proxy, naming `schema`.
+    fn url(&self, schema: &Schema) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/test?schema={}&connect_timeout=2", self.port, schema.name)
+    }
+}
+
+/// The status code of `GET path` on a server at `base` (`http://127.0.0.1:PORT/mcp`).
+fn status(base: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let authority = base.trim_start_matches("http://").split('/').next().expect("authority");
+    let Ok(mut stream) = std::net::TcpStream::connect(authority) else { return 0 };
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+fn until_status(base: &str, path: &str, want: impl Fn(u16) -> bool) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let got = status(base, path);
+        if want(got) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} stayed {got}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_is_unready_while_the_database_is_away_and_rides_out_its_return() {
+    if std::env::var_os("MCP_WORKERS_TEST_PG").is_some() {
+        // The proxy forwards to 127.0.0.1:5432; a custom database would not be behind it.
+        panic!("this test needs the default test database on 127.0.0.1:5432 (unset MCP_WORKERS_TEST_PG)");
+    }
+    let schema = Schema::new();
+    let proxy = Proxy::start();
+    let dir = data_dir();
+    let url = proxy.url(&schema);
+    let server = HttpServer::start(dir.path(), &["--store", &url, "--timeout=50", "--progress-interval", "200ms"]);
+    until_status(&server.url, "/readyz", |s| s == 200);
+    proxy.cut();
+    until_status(&server.url, "/readyz", |s| s == 503);
+    assert_eq!(status(&server.url, "/healthz"), 200, "alive all the same");
+    proxy.restore();
+    until_status(&server.url, "/readyz", |s| s == 200);
+    server.wait_log("journal lock held again");
+    // The journal is still this daemon's: a second serve on the schema is refused.
+    let other = data_dir();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(other.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &schema.url()])
+        .output()
+        .expect("second serve");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another `serve` already runs"), "{out:?}");
+    // And the queue works again, a task enqueued elsewhere reaching a poll that waits here.
+    let mut driver = Driver::http(&server.url);
+    poll_gets_task_enqueued_elsewhere(&mut driver, &schema);
+}

@@ -16,6 +16,7 @@
 pub mod config;
 mod journal;
 mod listen;
+mod owner;
 mod pool;
 mod queue;
 mod schema;
@@ -77,7 +78,8 @@ pub struct PgStore {
     payload_tasks: String,
     payload_events: String,
     /// The connection holding the journal's advisory lock ([`PgStore::own_journal`]).
-    journal_owner: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    journal_owner: tokio::sync::Mutex<bool>,
+    stop: CancellationToken,
     _stop: DropGuard,
 }
 
@@ -136,35 +138,20 @@ impl PgStore {
             feeds,
             payload_tasks: format!("{}:tasks", config.schema),
             payload_events: format!("{}:events", config.schema),
-            journal_owner: tokio::sync::Mutex::new(None),
+            journal_owner: tokio::sync::Mutex::new(false),
+            stop: stop.clone(),
             _stop: stop.drop_guard(),
         })
     }
 
-    /// Makes this handle the only `serve` of the schema's journal while it lives: a session
-    /// advisory lock on a connection of its own. Until daemons share the journal (node
-    /// registry, fenced finishes: not built yet), a second `serve` on one schema would answer
-    /// the first one's running actions `interrupted` and run its backlog twice; it is refused.
+    /// Makes this handle the only `serve` of the schema's journal while it lives (see
+    /// `owner.rs`).
     pub async fn own_journal(&self) -> Result<()> {
-        let mut owner = self.journal_owner.lock().await;
-        if owner.is_some() {
-            return Ok(());
+        let mut owning = self.journal_owner.lock().await;
+        if !*owning {
+            owner::start(self.pool.config().clone(), self.stop.clone()).await?;
+            *owning = true;
         }
-        let config = self.pool.config();
-        let client = pool::connect(config, None).await?;
-        let key = format!("{}:journal", config.schema);
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&schema::LOCK_CLASS, &key])
-            .await?
-            .try_get(0)?;
-        if !got {
-            return Err(StoreError::Busy(format!(
-                "another `serve` already runs on the journal of schema {} at {config}; one serve daemon per schema \
-                 (several daemons on one journal are not supported yet; `enqueue`, `tasks` and `mcp queue` may share it)",
-                config.schema
-            )));
-        }
-        *owner = Some(client);
         Ok(())
     }
 
