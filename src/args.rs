@@ -14,6 +14,16 @@ pub struct GlobalArgs {
     /// Where durable state lives (the SQLite store). Default: `<root>/.mcp-workers`.
     #[arg(long, global = true, env = "MCP_WORKERS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the queue and the journal live: `sqlite:PATH` (a file; default
+    /// `<data-dir>/store.sqlite3`) or `postgres://USER:PASSWORD@HOST:PORT/DB` (several daemons
+    /// share one database; `?sslmode=require` for TLS, `?schema=NAME`, `?pool_size=N`,
+    /// `?listen=false` for poll-only behind PgBouncer). The password is never logged.
+    #[arg(long, global = true, env = "MCP_WORKERS_STORE", hide_env_values = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// The PostgreSQL schema the store's tables live in (default `mcp_workers`; overrides the
+    /// URL's `?schema=`).
+    #[arg(long, global = true, env = "MCP_WORKERS_STORE_SCHEMA", value_name = "NAME")]
+    pub store_schema: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, env = "MCP_WORKERS_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -62,7 +62,7 @@ pub struct NoRootsArgs {
 
 pub async fn exec(global: &GlobalArgs, args: McpArgs) -> anyhow::Result<ExitCode> {
     match args.server {
-        McpServer::Queue(a) => crate::mcp::queue::run_stdio(&global.data_dir(), &a.settings()).await,
+        McpServer::Queue(a) => crate::mcp::queue::run_stdio(&super::store_location(global)?, &a.settings()).await,
         McpServer::Telegram(a) => {
             let settings = TelegramSettings::new(a.api_base, a.api_timeout);
             crate::mcp::telegram::run_stdio(settings).await

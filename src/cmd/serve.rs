@@ -18,7 +18,7 @@ use crate::http::HostGuard;
 use crate::mcp::queue::QueueSettings;
 use crate::service::Service;
 use crate::settings::DaemonSettings;
-use crate::store::SqliteStore;
+use crate::store::StoreLocation;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -51,7 +51,7 @@ pub struct ServeSettings {
     pub guard: HostGuard,
     pub api_token: Option<String>,
     pub shutdown_grace: Duration,
-    pub data_dir: std::path::PathBuf,
+    pub store: StoreLocation,
     pub queue: QueueSettings,
     pub daemon: Arc<DaemonSettings>,
     /// The workers tools at `/mcp` (their progress interval is the queue's).
@@ -72,7 +72,7 @@ impl ServeArgs {
             guard: HostGuard::loopback_and(&self.allow_hosts),
             api_token,
             shutdown_grace: self.shutdown_grace,
-            data_dir: global.data_dir(),
+            store: super::store_location(global)?,
             queue: self.queue.settings(),
             workers: self.tools.settings(self.queue.progress_interval)?,
             daemon: Arc::new(self.worker.settings(global, NeedClaude::Yes)?),
@@ -93,19 +93,21 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr().context("no local address")?;
-    // One store for the queue and the journal: one writer, one group commit for both.
-    let store = Arc::new(SqliteStore::open(&settings.data_dir).context("cannot open the store")?);
-    let queue = crate::mcp::queue::start_on(store.clone(), &settings.queue, &shutdown);
+    // One store for the queue and the journal: one SQLite writer (one group commit for both),
+    // or one PostgreSQL pool.
+    let store = super::open_store(&settings.store).await?;
+    store.own_journal().await.context("cannot serve")?;
+    let queue = crate::mcp::queue::start_on(store.queue, &settings.queue, &shutdown);
     let running = Service::start(
         settings.daemon.clone(),
-        store,
+        store.journal,
         queue,
         settings.api_token.clone(),
         shutdown.clone(),
         force.clone(),
     )
     .await?;
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving /v1/actions, /v1/events and MCP (the queue and the workers tools) at /mcp");
+    tracing::info!(%addr, store = %settings.store, "serving /v1/actions, /v1/events and MCP (the queue and the workers tools) at /mcp");
     // The address goes to stderr too, for scripts that bind port 0.
     eprintln!("listening on http://{addr}/mcp");
     let http_stop = CancellationToken::new();

@@ -1,6 +1,7 @@
 //! `mcp-workers enqueue` and `mcp-workers tasks`: getting work into the queue and results out.
-//! They open the data directory's store directly; a server polling the same store sees new
-//! tasks within milliseconds (the store's change subscription wakes its waiting polls).
+//! They open the store (`--store`, default the data directory's) directly; a server polling the
+//! same store sees new tasks within milliseconds (the store's change subscription wakes its
+//! waiting polls).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::args::GlobalArgs;
-use crate::store::{QueueStore, SqliteStore, Task, TaskState};
+use crate::store::{QueueStore, Task, TaskState};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -57,9 +58,8 @@ fn parse_state(s: &str) -> Result<TaskState, String> {
     TaskState::parse(s).ok_or_else(|| format!("`{s}` is not a state (queued, leased, done, dead)"))
 }
 
-fn open(global: &GlobalArgs) -> anyhow::Result<SqliteStore> {
-    let dir = global.data_dir();
-    SqliteStore::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+async fn open(global: &GlobalArgs) -> anyhow::Result<std::sync::Arc<dyn QueueStore>> {
+    Ok(super::open_store(&super::store_location(global)?).await?.queue)
 }
 
 /// Prompts of a JSONL source: `{"prompt": "..."}` or `"..."` per line; blank lines skipped.
@@ -107,7 +107,7 @@ pub async fn enqueue(global: &GlobalArgs, args: EnqueueArgs) -> anyhow::Result<E
     if prompts.is_empty() {
         bail!("nothing to enqueue: give prompts as arguments or --file tasks.jsonl");
     }
-    let ids = open(global)?.enqueue(&prompts).await?;
+    let ids = open(global).await?.enqueue(&prompts).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&ids)?)?;
@@ -147,7 +147,7 @@ fn print_task(out: &mut impl Write, t: &Task) -> std::io::Result<()> {
 }
 
 pub async fn tasks(global: &GlobalArgs, args: TasksArgs) -> anyhow::Result<ExitCode> {
-    let store = open(global)?;
+    let store = open(global).await?;
     if let Some(TasksCommand::Show { id, json }) = args.command {
         let Some(task) = store.task(&id).await? else {
             eprintln!("mcp-workers: no task with id {id}");

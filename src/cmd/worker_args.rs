@@ -123,7 +123,17 @@ impl WorkerArgs {
         if registry.is_empty() {
             tracing::warn!(path = %registry_path.display(), "the server registry has no servers");
         }
-        let daemon_env: BTreeMap<String, String> = std::env::vars().collect();
+        let mut daemon_env: BTreeMap<String, String> = std::env::vars().collect();
+        // A worker's `mcp queue` must open the daemon's store: the flags' values go to it by
+        // environment (never argv), like MCP_WORKERS_DATA_DIR.
+        let mut pass_env = self.pass_env.clone();
+        for (name, value) in [("MCP_WORKERS_STORE", &global.store), ("MCP_WORKERS_STORE_SCHEMA", &global.store_schema)]
+        {
+            if let Some(value) = value {
+                daemon_env.insert(name.to_owned(), value.clone());
+                pass_env.push(name.to_owned());
+            }
+        }
         let tools_bin = Some(root.join(".tools/bin")).filter(|p| p.is_dir());
         let claude = match find_claude(self.claude.as_deref(), tools_bin.as_deref(), daemon_env.get("PATH")) {
             Ok(claude) => claude,
@@ -141,7 +151,7 @@ impl WorkerArgs {
             api_retries: self.api_retries,
             mcp_connect_timeout: self.mcp_connect_timeout,
             bare: !self.no_bare,
-            pass_env: self.pass_env.clone(),
+            pass_env,
         };
         Ok(DaemonSettings {
             worker: Arc::new(WorkerSettings {

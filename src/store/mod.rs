@@ -17,6 +17,8 @@ pub mod clock;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod ids;
+pub mod open;
+pub mod postgres;
 pub mod sqlite;
 pub mod types;
 
@@ -27,6 +29,8 @@ use async_trait::async_trait;
 
 pub use changes::{ChangeFeed, Changes};
 pub use clock::{Clock, Millis, now_ms};
+pub use open::{OpenStore, StoreLocation};
+pub use postgres::{PgConfig, PgStore};
 pub use sqlite::SqliteStore;
 pub use types::{
     ActionRecord, ActionState, Counts, EventKind, EventRecord, Recovery, SubmitOutcome, SweepReport, Task, TaskState,
@@ -46,6 +50,9 @@ pub enum StoreError {
     Backend(Arc<dyn std::error::Error + Send + Sync>),
     #[error("the store was written by a newer mcp-workers (schema version {found}, this one knows {known})")]
     TooNew { found: i64, known: i64 },
+    /// The store is held by somebody else (another daemon owns what was asked for).
+    #[error("{0}")]
+    Busy(String),
     #[error("corrupt store row: {0}")]
     Corrupt(String),
     /// The backend's connection or thread is gone (the store was closed, or it crashed).
@@ -60,6 +67,7 @@ impl StoreError {
             Self::Backend(e) => Self::Backend(Arc::clone(e)),
             Self::TooNew { found, known } => Self::TooNew { found: *found, known: *known },
             Self::Corrupt(s) => Self::Corrupt(s.clone()),
+            Self::Busy(s) => Self::Busy(s.clone()),
             Self::Closed => Self::Closed,
             Self::DataDir { path, source } => {
                 Self::DataDir { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }

@@ -168,6 +168,14 @@ pub struct EventRecord {
     pub data: Value,
 }
 
+/// `accept` stores `{"index": i, "action": {...}}`: the action itself, for an [`ActionRecord`].
+pub fn unwrap_stored_action(mut stored: Value) -> Value {
+    match stored.get_mut("action") {
+        Some(inner) => inner.take(),
+        None => stored,
+    }
+}
+
 /// An action as the journal knows it (the body of `GET /v1/tasks/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,6 +7,7 @@ mod contain;
 mod engine;
 mod fake_model_smoke;
 mod notify;
+mod postgres;
 mod queue;
 mod queue_drain;
 mod run;

@@ -1,7 +1,7 @@
 //! The polling queue MCP server (issue 3): `worker_create`, `worker_poll`, `worker_submit`
 //! over stdio (`mcp-workers mcp queue`) and Streamable HTTP (`mcp-workers serve`), on the
-//! durable store of the data directory. Every process that opens one data directory serves one
-//! queue.
+//! durable store (`--store`: the data directory's SQLite file by default, or PostgreSQL). Every
+//! process that opens one store serves one queue.
 
 pub mod demo;
 pub mod hub;
@@ -10,7 +10,6 @@ mod hub_tests;
 pub mod replies;
 pub mod server;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use hub::{Queue, QueueConfig};
 pub use server::QueueServer;
 
-use crate::store::{QueueStore, SqliteStore};
+use crate::store::{QueueStore, StoreLocation};
 
 /// How the queue runs: the hand-out rules, and the demo source's interval (`None`: no demo tasks).
 #[derive(Debug, Clone)]
@@ -30,11 +29,14 @@ pub struct QueueSettings {
     pub demo_interval: Option<Duration>,
 }
 
-/// Opens the data directory's store and starts the queue (and the demo source if asked).
-pub fn start(data_dir: &Path, settings: &QueueSettings, shutdown: &CancellationToken) -> anyhow::Result<Arc<Queue>> {
-    let store =
-        SqliteStore::open(data_dir).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    Ok(start_on(Arc::new(store), settings, shutdown))
+/// Opens the store and starts the queue (and the demo source if asked).
+pub async fn start(
+    location: &StoreLocation,
+    settings: &QueueSettings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Queue>> {
+    let store = location.open().await.with_context(|| format!("cannot open the store {location}"))?;
+    Ok(start_on(store.queue, settings, shutdown))
 }
 
 /// Starts the queue (and the demo source if asked) on an open store.
@@ -47,12 +49,12 @@ pub fn start_on(store: Arc<dyn QueueStore>, settings: &QueueSettings, shutdown: 
 }
 
 /// `mcp-workers mcp queue`: serve the queue over stdio until stdin closes.
-pub async fn run_stdio(data_dir: &Path, settings: &QueueSettings) -> anyhow::Result<ExitCode> {
+pub async fn run_stdio(location: &StoreLocation, settings: &QueueSettings) -> anyhow::Result<ExitCode> {
     use rmcp::ServiceExt;
     let shutdown = CancellationToken::new();
     crate::shutdown::on_signals(shutdown.clone())?;
-    let queue = start(data_dir, settings, &shutdown)?;
-    tracing::info!(timeout = ?settings.config.poll_timeout, data_dir = %data_dir.display(), "queue server on stdio");
+    let queue = start(location, settings, &shutdown).await?;
+    tracing::info!(timeout = ?settings.config.poll_timeout, store = %location, "queue server on stdio");
     // End of stdin cancels `shutdown` at once, so waiting polls end (and release what they
     // hold) instead of keeping the process alive until rmcp's drain timeout.
     let (stdin, stdout) = crate::mcp::stdio::stdio();

@@ -86,12 +86,7 @@ fn record_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
 fn record(row: RecordRow) -> Result<ActionRecord> {
     let (task_id, state, action, result, accepted_ms, started_ms, finished_ms) = row;
     let state = parse_state(&task_id, &state)?;
-    // `accept` stores `{"index": i, "action": {...}}`; show the action itself.
-    let mut stored: Value = serde_json::from_str(&action).unwrap_or(Value::Null);
-    let action = match stored.get_mut("action") {
-        Some(inner) => inner.take(),
-        None => stored,
-    };
+    let action = crate::store::types::unwrap_stored_action(serde_json::from_str(&action).unwrap_or(Value::Null));
     let result = result.and_then(|r| serde_json::from_str(&r).ok());
     Ok(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms })
 }

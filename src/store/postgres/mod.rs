@@ -1,0 +1,325 @@
+//! The PostgreSQL backend of [`QueueStore`] and [`Journal`] (issue 9): several daemons (and
+//! `enqueue`, `tasks`, `mcp queue`) on several machines share one database and see one queue,
+//! one journal and one event log.
+//!
+//! - Every method is one transaction on a pooled connection (`pool.rs`); "now" is read once per
+//!   transaction from the database (`now()`), so machines' clocks never meet. Tests pass a
+//!   manual [`Clock`] instead.
+//! - Claims take the oldest queued task with `FOR UPDATE SKIP LOCKED`.
+//! - Event ids are gap-free and commit in order (`journal.rs`).
+//! - Wakeups: every write that may wake somebody sends `pg_notify('mcp_workers', '<schema>:tasks'
+//!   | '<schema>:events')` in its transaction; a listener connection (`listen.rs`) feeds the
+//!   [`Changes`] subscriptions, notifies them after every (re)connect (catch-up), and a slow poll
+//!   wakes waiting subscribers anyway. `listen=false` in the URL: poll only (PgBouncer in
+//!   transaction mode cannot LISTEN).
+
+pub mod config;
+mod journal;
+mod listen;
+mod owner;
+mod pool;
+mod queue;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use self::config::PgConfig;
+use self::pool::{Conn, Pool};
+use super::changes::{ChangeFeed, Demand};
+use super::clock::millis;
+use super::{
+    ActionRecord, Changes, Clock, Counts, EventRecord, Journal, Millis, QueueStore, Recovery, Result, StoreError,
+    SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
+};
+use crate::protocol::WorkerResult;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        StoreError::Backend(Arc::new(err))
+    }
+}
+
+/// The channel every store of one database notifies on; the payload names the schema and what
+/// changed.
+const CHANNEL: &str = "mcp_workers";
+
+/// What a write may wake.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wakes {
+    Nothing,
+    Tasks,
+    Events,
+}
+
+/// The change feeds of one handle.
+pub(crate) struct Feeds {
+    tasks: ChangeFeed,
+    events: ChangeFeed,
+}
+
+impl Feeds {
+    fn all(&self) {
+        self.tasks.notify();
+        self.events.notify();
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    clock: Clock,
+    feeds: Arc<Feeds>,
+    payload_tasks: String,
+    payload_events: String,
+    /// The connection holding the journal's advisory lock ([`PgStore::own_journal`]).
+    journal_owner: tokio::sync::Mutex<bool>,
+    stop: CancellationToken,
+    _stop: DropGuard,
+}
+
+/// Runs `$body` (an expression using `$c: &Conn` and `$now: Millis`) in one transaction, then
+/// wakes this handle's subscribers if it committed and `$wakes` says so.
+macro_rules! in_tx {
+    ($self:ident, $wakes:expr, |$c:ident, $now:ident| $body:expr) => {{
+        let conn = $self.pool.get().await?;
+        let $c: &Conn = &conn;
+        $c.begin().await?;
+        let outcome: Result<_> = async {
+            let $now = $self.now($c).await?;
+            let value = $body;
+            $self.announce($c, $wakes).await?;
+            Ok(value)
+        }
+        .await;
+        $c.end(outcome.is_ok()).await?;
+        $self.wake($wakes);
+        outcome
+    }};
+}
+
+/// Runs a read on a pooled connection (one statement: its own transaction).
+macro_rules! read {
+    ($self:ident, |$c:ident| $body:expr) => {{
+        let conn = $self.pool.get().await?;
+        let $c: &Conn = &conn;
+        $body
+    }};
+}
+
+impl PgStore {
+    /// Connects, creates the schema and applies the migrations if needed, and (unless the URL
+    /// says `listen=false`) starts listening before it returns, so that no notification sent
+    /// after `open` is missed.
+    pub async fn open(config: PgConfig, clock: Clock) -> Result<Self> {
+        let pool = Pool::new(config.clone());
+        {
+            let conn = pool.get().await?;
+            schema::migrate(&conn, &config.schema, schema::MIGRATIONS).await?;
+        }
+        let stop = CancellationToken::new();
+        let demand = Demand::new(|| {});
+        let feeds = Arc::new(Feeds {
+            tasks: ChangeFeed::new(Arc::clone(&demand)),
+            events: ChangeFeed::new(Arc::clone(&demand)),
+        });
+        if config.listen {
+            listen::start(config.clone(), Arc::clone(&feeds), stop.clone()).await?;
+        }
+        tokio::spawn(listen::poll(config.poll_interval, demand, Arc::clone(&feeds), stop.clone()));
+        Ok(Self {
+            pool,
+            clock,
+            feeds,
+            payload_tasks: format!("{}:tasks", config.schema),
+            payload_events: format!("{}:events", config.schema),
+            journal_owner: tokio::sync::Mutex::new(false),
+            stop: stop.clone(),
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// Makes this handle the only `serve` of the schema's journal while it lives (see
+    /// `owner.rs`).
+    pub async fn own_journal(&self) -> Result<()> {
+        let mut owning = self.journal_owner.lock().await;
+        if !*owning {
+            owner::start(self.pool.config().clone(), self.stop.clone()).await?;
+            *owning = true;
+        }
+        Ok(())
+    }
+
+    /// The transaction's "now": the manual clock's in tests, else the database's.
+    async fn now(&self, c: &Conn) -> Result<Millis> {
+        let manual = match self.clock {
+            Clock::System => None,
+            Clock::Manual(_) => Some(self.clock.now()),
+        };
+        let now = c.prepare("SELECT coalesce($1::int8, floor(extract(epoch FROM now()) * 1000)::int8)").await?;
+        Ok(c.client.query_one(&now, &[&manual]).await?.try_get(0)?)
+    }
+
+    /// Sends the notification for `wakes` (delivered at commit, to every listener).
+    async fn announce(&self, c: &Conn, wakes: Wakes) -> Result<()> {
+        let payload = match wakes {
+            Wakes::Nothing => return Ok(()),
+            Wakes::Tasks => &self.payload_tasks,
+            Wakes::Events => &self.payload_events,
+        };
+        let notify = c.prepare("SELECT pg_notify($1, $2)").await?;
+        c.client.execute(&notify, &[&CHANNEL, payload]).await?;
+        Ok(())
+    }
+
+    fn wake(&self, wakes: Wakes) {
+        match wakes {
+            Wakes::Nothing => {}
+            Wakes::Tasks => self.feeds.tasks.notify(),
+            Wakes::Events => self.feeds.events.notify(),
+        }
+    }
+}
+
+/// `now + d`, saturating.
+fn after(now: Millis, d: Duration) -> Millis {
+    now.saturating_add(millis(d))
+}
+
+#[async_trait]
+impl QueueStore for PgStore {
+    async fn enqueue(&self, prompts: &[String]) -> Result<Vec<String>> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        in_tx!(self, Wakes::Tasks, |c, now| queue::enqueue(c, prompts, now).await?)
+    }
+
+    async fn create_worker(&self, active_for: Duration) -> Result<String> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::create_worker(c, now, after(now, active_for)).await?)
+    }
+
+    async fn touch_worker(&self, worker_id: &str, active_for: Duration) -> Result<bool> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::touch_worker(c, worker_id, now, after(now, active_for)).await?)
+    }
+
+    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Task>> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::claim(c, worker_id, now, after(now, lease)).await?)
+    }
+
+    async fn release(&self, task_id: &str, worker_id: &str) -> Result<bool> {
+        let released = in_tx!(self, Wakes::Nothing, |c, now| {
+            let released = queue::release(c, task_id, worker_id, now).await?;
+            if released {
+                self.announce(c, Wakes::Tasks).await?;
+            }
+            released
+        })?;
+        if released {
+            self.wake(Wakes::Tasks);
+        }
+        Ok(released)
+    }
+
+    async fn submit(&self, worker_id: &str, task_id: &str, response: &str) -> Result<SubmitOutcome> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::submit(c, worker_id, task_id, response, now).await?)
+    }
+
+    async fn sweep(&self, max_attempts: u32) -> Result<SweepReport> {
+        let report = in_tx!(self, Wakes::Nothing, |c, now| {
+            let report = queue::sweep(c, now, max_attempts).await?;
+            if report.requeued > 0 {
+                self.announce(c, Wakes::Tasks).await?;
+            }
+            report
+        })?;
+        if report.requeued > 0 {
+            self.wake(Wakes::Tasks);
+        }
+        Ok(report)
+    }
+
+    async fn task(&self, task_id: &str) -> Result<Option<Task>> {
+        read!(self, |c| queue::task(c, task_id).await)
+    }
+
+    async fn tasks(&self, state: Option<TaskState>, limit: u32) -> Result<Vec<Task>> {
+        read!(self, |c| queue::tasks(c, state, limit).await)
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        read!(self, |c| queue::counts(c).await)
+    }
+
+    async fn any_active_worker(&self) -> Result<bool> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::any_active_worker(c, now).await?)
+    }
+
+    async fn maintain(&self) -> Result<()> {
+        // PostgreSQL's autovacuum keeps the tables; nothing to do per sweep.
+        Ok(())
+    }
+
+    fn task_changes(&self) -> Changes {
+        self.feeds.tasks.subscribe()
+    }
+}
+
+#[async_trait]
+impl Journal for PgStore {
+    async fn known(&self, task_ids: &[String]) -> Result<Vec<String>> {
+        read!(self, |c| journal::known(c, task_ids).await)
+    }
+
+    async fn accept(&self, accepted: &[(String, Value)], refused: &[WorkerResult]) -> Result<Vec<EventRecord>> {
+        let wakes = if accepted.is_empty() && refused.is_empty() { Wakes::Nothing } else { Wakes::Events };
+        in_tx!(self, wakes, |c, now| journal::accept(c, accepted, refused, now).await?)
+    }
+
+    async fn started(&self, task_id: &str) -> Result<EventRecord> {
+        in_tx!(self, Wakes::Events, |c, now| journal::started(c, task_id, now).await?)
+    }
+
+    async fn finish(&self, result: &WorkerResult) -> Result<Option<EventRecord>> {
+        let event = in_tx!(self, Wakes::Nothing, |c, now| {
+            let event = journal::finish(c, result, now).await?;
+            if event.is_some() {
+                self.announce(c, Wakes::Events).await?;
+            }
+            event
+        })?;
+        if event.is_some() {
+            self.wake(Wakes::Events);
+        }
+        Ok(event)
+    }
+
+    async fn action(&self, task_id: &str) -> Result<Option<ActionRecord>> {
+        read!(self, |c| journal::action(c, task_id).await)
+    }
+
+    async fn actions(&self, state: Option<crate::store::ActionState>, limit: u32) -> Result<Vec<ActionRecord>> {
+        read!(self, |c| journal::actions(c, state, limit).await)
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
+        read!(self, |c| journal::events_after(c, after, limit).await)
+    }
+
+    async fn recover(&self) -> Result<Recovery> {
+        read!(self, |c| journal::recover(c).await)
+    }
+
+    async fn unfinished(&self) -> Result<Unfinished> {
+        read!(self, |c| journal::unfinished(c).await)
+    }
+
+    fn event_changes(&self) -> Changes {
+        self.feeds.events.subscribe()
+    }
+}
