@@ -42,6 +42,8 @@ pub struct Invocation<'a> {
     pub timeout: Duration,
     /// `outputSchema`, serialised: `--json-schema`.
     pub json_schema: Option<String>,
+    /// `--disallowedTools` patterns (`tools.deny`): not even offered to the model.
+    pub disallowed_tools: Vec<String>,
 }
 
 /// Everything needed to start the child.
@@ -92,6 +94,10 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
     if let Some(schema) = &inv.json_schema {
         // The `--flag=value` form: a schema text cannot be taken for another flag.
         args.push(format!("--json-schema={schema}"));
+    }
+    if !inv.disallowed_tools.is_empty() {
+        args.push("--disallowedTools".into());
+        args.extend(inv.disallowed_tools.iter().cloned());
     }
     // No prompt argument: the task goes on stdin (never argv: other users can read it there, and
     // Linux caps one argv string at 128 KiB).
@@ -219,6 +225,7 @@ mod tests {
             model: None,
             timeout: Duration::from_secs(60),
             json_schema: None,
+            disallowed_tools: Vec::new(),
         }
     }
 
@@ -243,8 +250,10 @@ mod tests {
         let sel = selection();
         let mut inv = invocation("t", &sel);
         inv.json_schema = Some(r#"{"type":"object"}"#.to_owned());
+        inv.disallowed_tools = vec!["mcp__fs__write_file".into()];
         let plan = plan(&settings(), &inv, &daemon_env());
         assert!(plan.args.contains(&r#"--json-schema={"type":"object"}"#.to_owned()), "{:?}", plan.args);
+        assert!(plan.args.join(" ").ends_with("--disallowedTools mcp__fs__write_file"), "{:?}", plan.args);
     }
 
     #[test]

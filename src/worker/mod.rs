@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod process;
 pub mod stream;
 pub mod structured;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -109,9 +110,11 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     let home = temp.path().join("home");
     std::fs::create_dir(&home).map_err(|e| internal("create the worker's HOME", e))?;
 
+    let (allowed_tools, disallowed_tools) = tools::patterns(action.agent.tools.as_ref(), &action.servers);
+    let selection = crate::registry::Selection { allowed_tools, ..job.selection.clone() };
     let invocation = Invocation {
         task: &action.task,
-        selection: &job.selection,
+        selection: &selection,
         config_path: &config_path,
         home: &home,
         profile: job.profile.as_deref(),
@@ -119,6 +122,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         model: action.model.as_deref(),
         timeout: action.timeout,
         json_schema: action.agent.output_schema.as_ref().map(|schema| schema.to_string()),
+        disallowed_tools,
     };
     let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
     // Lets a restarted daemon recognise (and kill) what a crashed one left running.

@@ -188,3 +188,52 @@ async fn output_schema_gives_a_revalidated_structured_output_or_a_clear_kind() {
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_allow_denies_the_rest_and_deny_hides_a_tool_also_as_a_profile_default() {
+    let project = fs_project();
+    std::fs::write(project.root.join("profiles/read-only.md"), "Only read.").unwrap();
+    std::fs::write(project.root.join("profiles/read-only.tools.json"), r#"{"deny": ["filesystem.write_*"]}"#).unwrap();
+    let model = FakeModel::start().await;
+    let target = project.workspace().join("denied.txt");
+    let path = target.to_string_lossy().into_owned();
+    model.script("tools-allow", move |r: &Request| {
+        if r.turn() > 0 {
+            return text("tried");
+        }
+        tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "secret-input-never-reported"}))
+    });
+    model.script("tools-deny", vec![text("looked")]);
+    model.script("tools-profile", vec![text("looked too")]);
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    let mut allow = action("allow", "tools-allow", &["filesystem"], 60_000);
+    allow["tools"] = json!({"allow": ["filesystem.read_file"]});
+    let mut deny = action("deny", "tools-deny", &["filesystem"], 60_000);
+    deny["tools"] = json!({"deny": ["filesystem.write_file"]});
+    let mut profile = action("profile", "tools-profile", &["filesystem"], 60_000);
+    profile["profile"] = json!("read-only");
+    let mut unrequested = action("unrequested", "tools-deny", &["filesystem"], 60_000);
+    unrequested["tools"] = json!({"allow": ["telegram.tg_send"]});
+    daemon.send(&json!({"actions": [allow, deny, profile, unrequested]}).to_string()).await;
+    let answers = by_key(&daemon.take(4).await);
+
+    let result = &answers["allow"];
+    assert_eq!(result["deniedTools"], json!(["write_file"]), "{result}");
+    assert_eq!(result["toolsUsed"], json!([]), "{result}");
+    assert!(!result.to_string().contains("secret-input-never-reported"), "no tool input in the result: {result}");
+    assert!(!target.exists(), "the denied call did not run");
+    let offered = model.requests_for("tools-allow")[0].tools();
+    assert!(offered.contains(&"mcp__filesystem__write_file".to_owned()), "allow does not hide tools: {offered:?}");
+
+    for (id, key) in [("deny", "tools-deny"), ("profile", "tools-profile")] {
+        assert_eq!(answers[id]["success"], true, "{}", answers[id]);
+        let offered = model.requests_for(key)[0].tools();
+        assert!(!offered.contains(&"mcp__filesystem__write_file".to_owned()), "{id}: hidden: {offered:?}");
+        assert!(offered.contains(&"mcp__filesystem__read_file".to_owned()), "{id}: the rest offered: {offered:?}");
+    }
+    let result = &answers["unrequested"];
+    assert_eq!(result["error"]["kind"], "invalid_action", "{result}");
+    assert!(result["result"].as_str().unwrap().contains("/tools/allow/0"), "{result}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
