@@ -120,6 +120,7 @@ impl WorkerArgs {
                 kill_grace: self.kill_grace,
                 temp_root: Some(scratch.path().to_owned()),
                 daemon_env,
+                progress: None,
             }),
             registry: Arc::new(registry),
             registry_path,

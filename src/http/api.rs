@@ -26,6 +26,7 @@ use crate::pool::CancelOutcome;
 use crate::protocol::parse::{parse_document, parse_line};
 use crate::service::{AcceptError, Accepted, Published, Service};
 use crate::store::{ActionState, EventKind};
+use crate::worker::progress::ProgressLine;
 
 /// Events replayed per journal read.
 const PAGE: u32 = 1000;
@@ -232,13 +233,16 @@ async fn events(State(service): State<Arc<Service>>, headers: HeaderMap, Query(q
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(query.after);
     let subscription = service.events.subscribe();
-    let stream = event_stream(service, subscription, after);
+    let progress = service.progress.subscribe();
+    let stream = event_stream(service, subscription, progress, after);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 struct Feed {
     service: Arc<Service>,
     subscription: broadcast::Receiver<Published>,
+    /// Live progress (not journalled, not replayed; a lagging subscriber loses the oldest).
+    progress: broadcast::Receiver<ProgressLine>,
     backlog: VecDeque<Published>,
     /// The last id sent (or skipped as already seen); `None`: live only, from the first event.
     last: Option<i64>,
@@ -248,9 +252,11 @@ struct Feed {
 fn event_stream(
     service: Arc<Service>,
     subscription: broadcast::Receiver<Published>,
+    progress: broadcast::Receiver<ProgressLine>,
     after: Option<i64>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let feed = Feed { service, subscription, backlog: VecDeque::new(), last: after, replaying: after.is_some() };
+    let feed =
+        Feed { service, subscription, progress, backlog: VecDeque::new(), last: after, replaying: after.is_some() };
     stream::unfold(feed, |mut feed| async move {
         loop {
             if let Some(event) = feed.backlog.pop_front() {
@@ -268,6 +274,13 @@ fn event_stream(
                 continue;
             }
             let next = tokio::select! {
+                // Progress first: a worker's progress is sent before its result is published.
+                biased;
+                line = feed.progress.recv() => match line {
+                    Ok(line) => return Some((Ok(SseEvent::default().event("progress").data(line.to_line())), feed)),
+                    // Progress missed is progress dropped; Closed cannot happen while the service lives.
+                    Err(_) => continue,
+                },
                 event = feed.subscription.recv() => event,
                 _ = feed.service.draining.cancelled() => return None,
             };

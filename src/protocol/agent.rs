@@ -18,6 +18,8 @@ pub struct AgentOptions {
     pub output_schema: Option<Arc<Value>>,
     /// `tools`: entries `SERVER.TOOL` (TOOL may hold `*`), each naming a requested server.
     pub tools: Option<ToolRules>,
+    /// `progress`: this action's worker reports `worker_progress` lines.
+    pub progress: bool,
 }
 
 /// `{"allow": [...], "deny": [...]}`: the action's `tools`, or a profile's default
@@ -94,7 +96,8 @@ impl AgentOptions {
                 None
             }
         };
-        if problems.is_empty() { Ok(AgentOptions { output_schema, tools }) } else { Err(problems) }
+        let progress = action.get("progress").and_then(Value::as_bool).unwrap_or(false);
+        if problems.is_empty() { Ok(AgentOptions { output_schema, tools, progress }) } else { Err(problems) }
     }
 
     /// Adds the options to an action's JSON (what the journal keeps; read back by `from_action`).
@@ -104,6 +107,9 @@ impl AgentOptions {
         }
         if let Some(tools) = &self.tools {
             action["tools"] = serde_json::to_value(tools).unwrap_or_default();
+        }
+        if self.progress {
+            action["progress"] = true.into();
         }
     }
 }

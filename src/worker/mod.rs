@@ -9,6 +9,7 @@ pub mod command;
 pub mod mcp_log;
 pub mod outcome;
 pub mod process;
+pub mod progress;
 pub mod stream;
 pub mod structured;
 pub mod tools;
@@ -42,7 +43,12 @@ pub struct WorkerSettings {
     pub temp_root: Option<PathBuf>,
     /// The daemon's environment, consulted by name only.
     pub daemon_env: BTreeMap<String, String>,
+    /// Where `worker_progress` lines go (`None`: nobody listens).
+    pub progress: Option<progress::Sink>,
 }
+
+/// How often a worker with an open tool call says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// An admitted action: validated, servers found, profile resolved.
 #[derive(Debug, Clone)]
@@ -131,13 +137,28 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
 
     let mut transcript = Transcript::default();
     let requested = &action.servers;
-    let ended = process::run(
+    let began = Instant::now();
+    let elapsed = || u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let reporter = settings.progress.as_ref().filter(|sink| sink.all || action.agent.progress).map(|sink| {
+        // The registry's secrets, by value, are never shown in a preview.
+        let secrets = job.selection.variables.iter().filter_map(|name| settings.daemon_env.get(name)).cloned();
+        (sink, std::sync::Mutex::new(progress::Progress::new(&action.task_id, requested, secrets.collect())))
+    });
+    let report = |feed: &dyn Fn(&mut progress::Progress) -> Vec<progress::ProgressLine>| {
+        if let Some((sink, state)) = &reporter {
+            let lines = feed(&mut state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            lines.into_iter().for_each(|line| sink.offer(line));
+        }
+    };
+    let ended = {
+    let run = process::run(
         &plan,
         action.timeout,
         &stopper.cancel,
         || stopper.reason(),
         process::Grace { period: settings.kill_grace, skip: stopper.force.clone() },
         |line| {
+            report(&|p| p.feed(line, elapsed()));
             let was_init = transcript.init_seen;
             transcript.feed(line);
             // Fail fast: a requested server that did not connect dooms the task; spend no turns.
@@ -146,8 +167,16 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             }
             process::Verdict::Continue
         },
-    )
-    .await
+    );
+    tokio::pin!(run);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tokio::select! {
+            ended = &mut run => break ended,
+            _ = heartbeat.tick(), if reporter.is_some() => report(&|p| p.heartbeat(elapsed()).into_iter().collect()),
+        }
+    }
+    }
     .map_err(|err| spawn_error(&plan.program, &err))?;
 
     if ended.skipped_lines > 0 {

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::daemon::{Daemon, Project, action};
+use crate::support::daemon::{Daemon, Project, Server, SseReader, action};
 use crate::support::fake_model::{FakeModel, Request, text, tool_use};
 
 fn fs_project() -> Project {
@@ -236,4 +236,107 @@ async fn tools_allow_denies_the_rest_and_deny_hides_a_tool_also_as_a_profile_def
     assert!(result["result"].as_str().unwrap().contains("/tools/allow/0"), "{result}");
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+/// Reads lines until the `worker_result` of each of `ids`; returns everything read, in order.
+async fn until_results(daemon: &mut Daemon, ids: &[&str]) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut waiting: Vec<&str> = ids.to_vec();
+    while !waiting.is_empty() {
+        let line = daemon.next().await;
+        if line["type"] == "worker_result" {
+            waiting.retain(|id| line["taskId"] != *id);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_lines_come_in_order_before_the_result() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let target = project.workspace().join("progress.txt");
+    let path = target.to_string_lossy().into_owned();
+    model.script("progress-write", move |r: &Request| {
+        if r.turn() > 0 {
+            return text("Wrote it.");
+        }
+        tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "hi"}))
+    });
+    model.script("progress-asked", vec![text("asked for progress")]);
+    model.script("progress-quiet", vec![text("no progress asked")]);
+
+    let mut daemon = Daemon::start(&project, &model, &["--progress"]);
+    daemon.send_action(action("p-1", "progress-write", &["filesystem"], 60_000)).await;
+    let lines = until_results(&mut daemon, &["p-1"]).await;
+    let (result, progress) = lines.split_last().unwrap();
+    assert_eq!(result["success"], true, "{result}");
+    let events: Vec<&str> = progress.iter().map(|l| l["event"].as_str().unwrap_or("?")).collect();
+    let at = |name: &str| events.iter().position(|e| *e == name).unwrap_or_else(|| panic!("no {name}: {events:?}"));
+    assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{events:?}");
+    for line in progress {
+        assert_eq!((line["type"].as_str(), line["taskId"].as_str()), (Some("worker_progress"), Some("p-1")), "{line}");
+    }
+    let seqs: Vec<u64> = progress.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(progress[at("started")]["servers"], json!(["filesystem"]));
+    let started = &progress[at("tool_started")];
+    assert_eq!(started["tool"], "write_file", "{started}");
+    assert!(started["input"].as_str().unwrap().contains("progress.txt"), "{started}");
+    let finished = &progress[at("tool_finished")];
+    assert_eq!((finished["tool"].as_str(), finished["ok"].as_bool()), (Some("write_file"), Some(true)), "{finished}");
+    assert_eq!(finished["toolsUsed"], json!(["write_file"]), "{finished}");
+    daemon.finish().await;
+
+    // Without the flag, only the action that asks reports progress.
+    let mut daemon = Daemon::start(&project, &model, &[]);
+    let mut asked = action("asked", "progress-asked", &["filesystem"], 60_000);
+    asked["progress"] = json!(true);
+    daemon
+        .send(&json!({"actions": [asked, action("quiet", "progress-quiet", &["filesystem"], 60_000)]}).to_string())
+        .await;
+    let lines = until_results(&mut daemon, &["asked", "quiet"]).await;
+    let progress: Vec<&Value> = lines.iter().filter(|l| l["type"] == "worker_progress").collect();
+    assert!(!progress.is_empty() && progress.iter().all(|l| l["taskId"] == "asked"), "{lines:?}");
+    assert!(progress.iter().any(|l| l["event"] == "text" && l["text"] == "asked for progress"), "{progress:?}");
+    daemon.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_progress_over_sse_and_a_reader_that_never_reads_does_not_hold_results() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let path = project.workspace().join("sse.txt").to_string_lossy().into_owned();
+    model.script("sse-write", move |r: &Request| {
+        if r.turn() > 0 {
+            return text("Wrote it.");
+        }
+        tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "hi"}))
+    });
+    let server = Server::start(&project, &model, &[], &[]).await;
+    let mut reader = SseReader::open(&server.url("/v1/events"), None).await;
+    // Connected, and never read from.
+    let _idle = reqwest::Client::new().get(server.url("/v1/events")).send().await.expect("GET events");
+    let mut asked = action("sse-1", "sse-write", &["filesystem"], 60_000);
+    asked["progress"] = json!(true);
+    let (status, answer) = crate::serve::post(&server, "/v1/actions?wait=true", &json!({ "actions": [asked] })).await;
+    assert_eq!((status, &answer["results"][0]["success"]), (200, &json!(true)), "{answer}");
+    let mut progress = Vec::new();
+    loop {
+        let (_, event, data) = reader.next_event().await;
+        match event.as_str() {
+            "progress" => progress.push(data),
+            "result" => break,
+            _ => {}
+        }
+    }
+    let events: Vec<&str> = progress.iter().map(|l| l["event"].as_str().unwrap_or("?")).collect();
+    let at = |name: &str| events.iter().position(|e| *e == name).unwrap_or_else(|| panic!("no {name}: {events:?}"));
+    assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{events:?}");
+    assert!(progress.iter().all(|l| l["taskId"] == "sse-1" && l["type"] == "worker_progress"), "{progress:?}");
+    assert_eq!(progress[at("tool_finished")]["tool"], "write_file");
+    server.signal("TERM");
+    let (status, _) = server.wait().await;
+    assert!(status.success(), "{status:?}");
 }
