@@ -37,6 +37,7 @@ pub fn protected(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/actions", post(post_actions).layer(DefaultBodyLimit::max(limit)))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/v1/tasks/{id}/transcript", get(get_transcript))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .with_state(service)
@@ -215,6 +216,18 @@ async fn cancel_task(State(service): State<Arc<Service>>, Path(id): Path<String>
         Ok(Some(_)) => error(StatusCode::CONFLICT, "not_cancellable", format!("action {id} cannot be cancelled now")),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no action with taskId {id}")),
         Err(err) => internal(err),
+    }
+}
+
+/// `GET /v1/tasks/{id}/transcript`: the worker's kept stream-json transcript (NDJSON).
+async fn get_transcript(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
+    let path = crate::worker::transcript::transcript_path(&service.settings.worker.cli.data_dir, &id);
+    match path.map(tokio::fs::read) {
+        Some(read) => match read.await {
+            Ok(bytes) => ([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response(),
+            Err(_) => error(StatusCode::NOT_FOUND, "not_found", format!("no transcript kept for task {id}")),
+        },
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no transcript kept for task {id}")),
     }
 }
 

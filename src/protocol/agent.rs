@@ -20,6 +20,10 @@ pub struct AgentOptions {
     pub tools: Option<ToolRules>,
     /// `progress`: this action's worker reports `worker_progress` lines.
     pub progress: bool,
+    /// `continue`: the task whose session this action resumes.
+    pub continue_from: Option<String>,
+    /// `fork`: resume into a new session, leaving the first one as it was.
+    pub fork: bool,
 }
 
 /// `{"allow": [...], "deny": [...]}`: the action's `tools`, or a profile's default
@@ -97,7 +101,16 @@ impl AgentOptions {
             }
         };
         let progress = action.get("progress").and_then(Value::as_bool).unwrap_or(false);
-        if problems.is_empty() { Ok(AgentOptions { output_schema, tools, progress }) } else { Err(problems) }
+        let continue_from = action.get("continue").and_then(Value::as_str).map(str::to_owned);
+        let fork = action.get("fork").and_then(Value::as_bool).unwrap_or(false);
+        if fork && continue_from.is_none() {
+            problems.push("/fork: `fork` needs `continue` (the task whose session to branch)".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(AgentOptions { output_schema, tools, progress, continue_from, fork })
+        } else {
+            Err(problems)
+        }
     }
 
     /// Adds the options to an action's JSON (what the journal keeps; read back by `from_action`).
@@ -110,6 +123,12 @@ impl AgentOptions {
         }
         if self.progress {
             action["progress"] = true.into();
+        }
+        if let Some(task_id) = &self.continue_from {
+            action["continue"] = task_id.clone().into();
+        }
+        if self.fork {
+            action["fork"] = true.into();
         }
     }
 }

@@ -38,10 +38,14 @@ pub enum ErrorKind {
     StructuredOutputMissing,
     /// The structured output did not match `outputSchema` (the CLI gave up, or our re-validation).
     StructuredOutputInvalid,
+    /// `continue` names a task whose session is not kept (never ran, expired, unknown).
+    SessionNotFound,
+    /// Another continuation of the same session is running.
+    SessionBusy,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -56,6 +60,8 @@ impl ErrorKind {
         ErrorKind::InternalError,
         ErrorKind::StructuredOutputMissing,
         ErrorKind::StructuredOutputInvalid,
+        ErrorKind::SessionNotFound,
+        ErrorKind::SessionBusy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +80,8 @@ impl ErrorKind {
             ErrorKind::InternalError => "internal_error",
             ErrorKind::StructuredOutputMissing => "structured_output_missing",
             ErrorKind::StructuredOutputInvalid => "structured_output_invalid",
+            ErrorKind::SessionNotFound => "session_not_found",
+            ErrorKind::SessionBusy => "session_busy",
         }
     }
 }
@@ -136,6 +144,9 @@ pub struct WorkerResult {
     /// The object the worker gave for the action's `outputSchema`, re-validated by the daemon.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub structured_output: Option<serde_json::Value>,
+    /// The CLI session the worker ran in (what `"continue": taskId` resumes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session_id: Option<String>,
     #[serde(flatten)]
     pub origin: Origin,
 }
@@ -165,6 +176,7 @@ impl WorkerResult {
             denied_tools: Vec::new(),
             queued: None,
             structured_output: None,
+            session_id: None,
             origin,
         }
     }
@@ -181,7 +193,7 @@ pub struct SpawnAction {
     pub max_turns: Option<u32>,
     pub model: Option<String>,
     /// What an orchestrating agent asked for beyond the basics (`outputSchema`, ...).
-    pub agent: agent::AgentOptions,
+    pub agent: Box<agent::AgentOptions>,
     pub origin: Origin,
 }
 

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod stream;
 pub mod structured;
 pub mod tools;
+pub mod transcript;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -116,6 +117,24 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     let home = temp.path().join("home");
     std::fs::create_dir(&home).map_err(|e| internal("create the worker's HOME", e))?;
 
+    let data_dir = &settings.cli.data_dir;
+    let resumed = match &action.agent.continue_from {
+        None => None,
+        Some(task_id) => Some(transcript::session_of(data_dir, task_id).ok_or_else(|| {
+            let message = format!("no kept session for task {task_id} (it never ran a worker, or its session expired)");
+            WorkerError::new(ErrorKind::SessionNotFound, message, false)
+        })?),
+    };
+    // A fork leaves the first session as it is; a continuation appends to it, one at a time.
+    let _lock = match &resumed {
+        Some((session_id, _)) if !action.agent.fork => {
+            Some(transcript::SessionLock::take(session_id).ok_or_else(|| {
+                let message = format!("another continuation of session {session_id} is running");
+                WorkerError::new(ErrorKind::SessionBusy, message, true)
+            })?)
+        }
+        _ => None,
+    };
     let (allowed_tools, disallowed_tools) = tools::patterns(action.agent.tools.as_ref(), &action.servers);
     let selection = crate::registry::Selection { allowed_tools, ..job.selection.clone() };
     let invocation = Invocation {
@@ -129,6 +148,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         timeout: action.timeout,
         json_schema: action.agent.output_schema.as_ref().map(|schema| schema.to_string()),
         disallowed_tools,
+        resume: resumed.as_ref().map(|(_, path)| (path.as_path(), action.agent.fork)),
     };
     let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
     // Lets a restarted daemon recognise (and kill) what a crashed one left running.
@@ -139,11 +159,13 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     let requested = &action.servers;
     let began = Instant::now();
     let elapsed = || u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // The registry's secrets, by value, are never shown in a preview or kept in a transcript.
+    let secrets: Vec<String> =
+        job.selection.variables.iter().filter_map(|name| settings.daemon_env.get(name)).cloned().collect();
     let reporter = settings.progress.as_ref().filter(|sink| sink.all || action.agent.progress).map(|sink| {
-        // The registry's secrets, by value, are never shown in a preview.
-        let secrets = job.selection.variables.iter().filter_map(|name| settings.daemon_env.get(name)).cloned();
-        (sink, std::sync::Mutex::new(progress::Progress::new(&action.task_id, requested, secrets.collect())))
+        (sink, std::sync::Mutex::new(progress::Progress::new(&action.task_id, requested, secrets.clone())))
     });
+    let mut keeper = transcript::Keeper::open(data_dir, &action.task_id, secrets);
     let report = |feed: &dyn Fn(&mut progress::Progress) -> Vec<progress::ProgressLine>| {
         if let Some((sink, state)) = &reporter {
             let lines = feed(&mut state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -159,6 +181,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         process::Grace { period: settings.kill_grace, skip: stopper.force.clone() },
         |line| {
             report(&|p| p.feed(line, elapsed()));
+            keeper.line(line);
             let was_init = transcript.init_seen;
             transcript.feed(line);
             // Fail fast: a requested server that did not connect dooms the task; spend no turns.
@@ -202,6 +225,11 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         (verdict, structured_output) = structured::weigh(schema, transcript.result.as_ref(), verdict);
     }
     let servers = outcome::server_statuses(&facts);
+    if let Some(session_id) = &keeper.session_id
+        && let Err(err) = transcript::keep_session(data_dir, &action.task_id, session_id, &home)
+    {
+        warn!("cannot keep the session: {err}");
+    }
     if let Err(err) = temp.close() {
         warn!("cannot remove the worker's temporary directory: {err}");
     }
@@ -219,6 +247,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         denied_tools: transcript.tools_denied(requested),
         queued: None,
         structured_output,
+        session_id: keeper.session_id.clone(),
         origin: action.origin,
     })
 }

@@ -336,7 +336,93 @@ async fn serve_sends_progress_over_sse_and_a_reader_that_never_reads_does_not_ho
     assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{events:?}");
     assert!(progress.iter().all(|l| l["taskId"] == "sse-1" && l["type"] == "worker_progress"), "{progress:?}");
     assert_eq!(progress[at("tool_finished")]["tool"], "write_file");
+    // The worker's transcript, over HTTP.
+    let transcript = reqwest::get(server.url("/v1/tasks/sse-1/transcript")).await.expect("GET transcript");
+    assert_eq!(transcript.status(), 200);
+    let text = transcript.text().await.unwrap();
+    assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()) && text.contains("write_file"), "{text}");
+    let missing = reqwest::get(server.url("/v1/tasks/nope/transcript")).await.expect("GET transcript");
+    assert_eq!(missing.status(), 404);
     server.signal("TERM");
     let (status, _) = server.wait().await;
     assert!(status.success(), "{status:?}");
+}
+
+/// The text of the last user message of a request.
+fn last_user_text(r: &Request) -> String {
+    let Some(last) = r.messages().iter().rev().find(|m| m["role"] == "user") else { return String::new() };
+    match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcripts_are_kept_and_continue_and_fork_resume_the_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("remember-this", |r: &Request| {
+        let last = last_user_text(r);
+        if last.contains("what-was-it") {
+            text("it was 42")
+        } else if last.contains("fork-question") {
+            text("forked: 42")
+        } else {
+            text("I will remember 42")
+        }
+    });
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "1"]);
+    daemon.send_action(action("first", "remember-this: the number is 42", &["filesystem"], 60_000)).await;
+    let first = daemon.next().await;
+    assert_eq!(first["success"], true, "{first}");
+    let session = first["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId: {first}")).to_owned();
+
+    // The transcript: kept, private, readable with `tasks transcript`.
+    let data = project.root.join(".mcp-workers");
+    let kept = data.join("transcripts/first.jsonl");
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    let shown = std::process::Command::new(crate::support::bin())
+        .arg("--root")
+        .arg(&project.root)
+        .args(["tasks", "transcript", "first"])
+        .output()
+        .expect("tasks transcript");
+    assert!(shown.status.success(), "{shown:?}");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("\"subtype\":\"init\"") && shown.contains("I will remember 42"), "{shown}");
+    assert!(shown.contains(&session), "{shown}");
+
+    // A continuation sees the first conversation.
+    let mut next = action("second", "what-was-it?", &["filesystem"], 60_000);
+    next["continue"] = json!("first");
+    daemon.send_action(next).await;
+    let second = daemon.next().await;
+    assert_eq!((second["success"].as_bool(), second["result"].as_str()), (Some(true), Some("it was 42")), "{second}");
+    let asked = model.requests_for("remember-this");
+    let request = asked.iter().find(|r| last_user_text(r).contains("what-was-it")).expect("the continuation's request");
+    let history = serde_json::to_string(request.messages()).unwrap();
+    assert!(history.contains("I will remember 42"), "the first conversation is in the request: {history}");
+
+    // A fork branches it: the kept session and the first transcript stay as they were.
+    let session_file = data.join(format!("sessions/{session}.jsonl"));
+    let (session_before, transcript_before) = (std::fs::read(&session_file).unwrap(), std::fs::read(&kept).unwrap());
+    let mut fork = action("third", "fork-question", &["filesystem"], 60_000);
+    fork["continue"] = json!("first");
+    fork["fork"] = json!(true);
+    daemon.send_action(fork).await;
+    let third = daemon.next().await;
+    assert_eq!((third["success"].as_bool(), third["result"].as_str()), (Some(true), Some("forked: 42")), "{third}");
+    assert_ne!(third["sessionId"], json!(session), "{third}");
+    assert_eq!(std::fs::read(&session_file).unwrap(), session_before, "the forked session is unchanged");
+    assert_eq!(std::fs::read(&kept).unwrap(), transcript_before);
+
+    let mut gone = action("fourth", "remember-this", &["filesystem"], 60_000);
+    gone["continue"] = json!("never-ran");
+    daemon.send_action(gone).await;
+    let fourth = daemon.next().await;
+    assert_eq!(fourth["error"]["kind"], "session_not_found", "{fourth}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
 }
