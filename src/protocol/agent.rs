@@ -151,15 +151,7 @@ fn check_output_schema(schema: &Value) -> Result<(), String> {
 /// Checks a structured output against its schema: `Err` names the first problems.
 pub fn validate_output(schema: &Value, output: &Value) -> Result<(), String> {
     let validator = jsonschema::validator_for(schema).map_err(|err| format!("the schema does not compile: {err}"))?;
-    let problems: Vec<String> = validator
-        .iter_errors(output)
-        .take(8)
-        .map(|err| {
-            let path = err.instance_path().to_string();
-            let path = if path.is_empty() { "/".to_owned() } else { path };
-            super::schema::truncate_chars(&format!("{path}: {err}"), 200)
-        })
-        .collect();
+    let problems = super::schema::problems(&validator, output, 8);
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 

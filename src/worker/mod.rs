@@ -160,8 +160,9 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     let began = Instant::now();
     let elapsed = || u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
     // The registry's secrets, by value, are never shown in a preview or kept in a transcript.
-    let secrets: Vec<String> =
-        job.selection.variables.iter().filter_map(|name| settings.daemon_env.get(name)).cloned().collect();
+    let secrets = transcript::Secrets::new(
+        job.selection.variables.iter().filter_map(|name| settings.daemon_env.get(name)).cloned(),
+    );
     let reporter = settings.progress.as_ref().filter(|sink| sink.all || action.agent.progress).map(|sink| {
         (sink, std::sync::Mutex::new(progress::Progress::new(&action.task_id, requested, secrets.clone())))
     });

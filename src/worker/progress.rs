@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::stream::strip_mcp_prefix;
+use super::transcript::Secrets;
 use crate::protocol::schema::truncate_chars;
 
 /// Progress lines one worker may emit; later ones are dropped (a heartbeat does not count).
@@ -94,11 +95,11 @@ pub struct Progress {
     /// Open tool calls: id → (short name, started at ms).
     open: BTreeMap<String, (String, u64)>,
     /// Values never shown in a preview (the registry's secrets, by value).
-    secrets: Vec<String>,
+    secrets: Secrets,
 }
 
 impl Progress {
-    pub fn new(task_id: &str, servers: &[String], secrets: Vec<String>) -> Progress {
+    pub fn new(task_id: &str, servers: &[String], secrets: Secrets) -> Progress {
         Progress {
             task_id: task_id.to_owned(),
             prefixes: servers.iter().map(|s| crate::registry::tool_prefix(s)).collect(),
@@ -106,7 +107,7 @@ impl Progress {
             turns: BTreeSet::new(),
             tools_used: Vec::new(),
             open: BTreeMap::new(),
-            secrets: secrets.into_iter().filter(|s| s.len() >= 4).collect(),
+            secrets,
         }
     }
 
@@ -207,7 +208,7 @@ impl Progress {
     }
 
     fn scrub(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "[redacted]"))
+        self.secrets.scrub(text)
     }
 }
 
@@ -243,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_tool_call_in_order() {
-        let mut p = Progress::new("job", &["fs".into()], vec!["s3cr3t-value".into()]);
+        let mut p = Progress::new("job", &["fs".into()], Secrets::new(["s3cr3t-value".into()]));
         let mut lines = Vec::new();
         for (i, line) in [INIT, CALL, RESULT, TEXT].iter().enumerate() {
             if i == 2 {
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn bounded_per_worker() {
-        let mut p = Progress::new("job", &[], Vec::new());
+        let mut p = Progress::new("job", &[], Secrets::default());
         let n = (0..MAX_EVENTS_PER_WORKER + 50).map(|_| p.feed(TEXT, 1).len()).sum::<usize>();
         assert_eq!(n as u64, MAX_EVENTS_PER_WORKER);
     }

@@ -40,24 +40,40 @@ fn private_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
+/// The registry's secret values (what its `${VAR}`s expand to), to be scrubbed from what the
+/// daemon shows or keeps. Values shorter than 4 characters are not treated as secrets (scrubbing
+/// them would mangle everything).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Secrets {
+        Secrets(values.into_iter().filter(|s| s.len() >= 4).collect())
+    }
+
+    /// `text` with every secret value replaced by `[redacted]`.
+    pub fn scrub(&self, text: &str) -> String {
+        self.0.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "[redacted]"))
+    }
+}
+
 /// Writes one worker's transcript as its lines arrive.
 #[derive(Debug)]
 pub struct Keeper {
     file: Option<File>,
     written: u64,
-    secrets: Vec<String>,
+    secrets: Secrets,
     /// The CLI's session id, from its events.
     pub session_id: Option<String>,
 }
 
 impl Keeper {
     /// A keeper for `task_id` (no file when the directory cannot be made: logged, the worker goes on).
-    pub fn open(data_dir: &Path, task_id: &str, secrets: Vec<String>) -> Keeper {
+    pub fn open(data_dir: &Path, task_id: &str, secrets: Secrets) -> Keeper {
         let file = transcript_path(data_dir, task_id).and_then(|path| {
             let opened = path.parent().map_or(Ok(()), private_dir).and_then(|()| private_file(&path));
             opened.map_err(|err| warn!("cannot keep the transcript at {}: {err}", path.display())).ok()
         });
-        let secrets = secrets.into_iter().filter(|s| s.len() >= 4).collect();
         Keeper { file, written: 0, secrets, session_id: None }
     }
 
@@ -68,8 +84,7 @@ impl Keeper {
             self.session_id = event["session_id"].as_str().filter(|id| is_task_id(id)).map(str::to_owned);
         }
         let Some(file) = &mut self.file else { return };
-        let scrubbed =
-            self.secrets.iter().fold(line.to_owned(), |text, secret| text.replace(secret.as_str(), "[redacted]"));
+        let scrubbed = self.secrets.scrub(line);
         let size = scrubbed.len() as u64 + 1;
         let written = if self.written + size > MAX_TRANSCRIPT_BYTES {
             let marker = format!("{{\"type\":\"transcript_truncated\",\"maxBytes\":{MAX_TRANSCRIPT_BYTES}}}\n");
@@ -162,7 +177,7 @@ mod tests {
     #[test]
     fn transcripts_are_private_scrubbed_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let mut keeper = Keeper::open(dir.path(), "t-1", vec!["hunter22".into(), "x".into()]);
+        let mut keeper = Keeper::open(dir.path(), "t-1", Secrets::new(["hunter22".into(), "x".into()]));
         keeper.line(r#"{"type":"system","subtype":"init","session_id":"0e5c-1"}"#);
         keeper.line(r#"{"type":"user","content":"token hunter22 x"}"#);
         assert_eq!(keeper.session_id.as_deref(), Some("0e5c-1"));

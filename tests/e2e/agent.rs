@@ -252,6 +252,21 @@ async fn until_results(daemon: &mut Daemon, ids: &[&str]) -> Vec<Value> {
     lines
 }
 
+/// Asserts `started`, `tool_started`, `tool_finished` in that order, for `tool`; returns where
+/// each event is.
+fn one_tool_call_in_order<'a>(progress: &'a [Value], tool: &str) -> impl Fn(&str) -> usize + 'a {
+    let at = move |name: &str| {
+        let events: Vec<&str> = progress.iter().map(|l| l["event"].as_str().unwrap_or("?")).collect();
+        events.iter().position(|e| *e == name).unwrap_or_else(|| panic!("no {name}: {events:?}"))
+    };
+    assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{progress:?}");
+    assert_eq!(
+        (progress[at("tool_started")]["tool"].as_str(), progress[at("tool_finished")]["tool"].as_str()),
+        (Some(tool), Some(tool))
+    );
+    at
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_lines_come_in_order_before_the_result() {
     let project = fs_project();
@@ -272,9 +287,7 @@ async fn progress_lines_come_in_order_before_the_result() {
     let lines = until_results(&mut daemon, &["p-1"]).await;
     let (result, progress) = lines.split_last().unwrap();
     assert_eq!(result["success"], true, "{result}");
-    let events: Vec<&str> = progress.iter().map(|l| l["event"].as_str().unwrap_or("?")).collect();
-    let at = |name: &str| events.iter().position(|e| *e == name).unwrap_or_else(|| panic!("no {name}: {events:?}"));
-    assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{events:?}");
+    let at = one_tool_call_in_order(progress, "write_file");
     for line in progress {
         assert_eq!((line["type"].as_str(), line["taskId"].as_str()), (Some("worker_progress"), Some("p-1")), "{line}");
     }
@@ -331,11 +344,8 @@ async fn serve_sends_progress_over_sse_and_a_reader_that_never_reads_does_not_ho
             _ => {}
         }
     }
-    let events: Vec<&str> = progress.iter().map(|l| l["event"].as_str().unwrap_or("?")).collect();
-    let at = |name: &str| events.iter().position(|e| *e == name).unwrap_or_else(|| panic!("no {name}: {events:?}"));
-    assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{events:?}");
+    let _ = one_tool_call_in_order(&progress, "write_file");
     assert!(progress.iter().all(|l| l["taskId"] == "sse-1" && l["type"] == "worker_progress"), "{progress:?}");
-    assert_eq!(progress[at("tool_finished")]["tool"], "write_file");
     // The worker's transcript, over HTTP.
     let transcript = reqwest::get(server.url("/v1/tasks/sse-1/transcript")).await.expect("GET transcript");
     assert_eq!(transcript.status(), 200);
