@@ -353,6 +353,18 @@ async fn serve_sends_progress_over_sse_and_a_reader_that_never_reads_does_not_ho
     assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()) && text.contains("write_file"), "{text}");
     let missing = reqwest::get(server.url("/v1/tasks/nope/transcript")).await.expect("GET transcript");
     assert_eq!(missing.status(), 404);
+    // A body that is an agent's reply text.
+    let client = reqwest::Client::new();
+    let post_text = |body: &'static str| client.post(server.url("/v1/actions?input=text")).body(body).send();
+    let reply = post_text("Noted.\n```json\n{\"actions\": [{\"type\": \"note\", \"x\": 1}]}\n```\n").await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["acks"][0]["actionType"], "note", "{answer}");
+    let reply = post_text("Nothing to do today.").await.unwrap();
+    assert_eq!(reply.status(), 400);
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["error"]["kind"], "invalid_json", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("Nothing to do today."), "{answer}");
     server.signal("TERM");
     let (status, _) = server.wait().await;
     assert!(status.success(), "{status:?}");
