@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::support::daemon::{Daemon, Project, Server, SseReader, action};
-use crate::support::fake_model::{FakeModel, Request, text, tool_use};
+use crate::support::fake_model::{FakeModel, Gate, Request, api_error_body, gated, status, text, tool_use};
 
 fn fs_project() -> Project {
     Project::new(json!({ "filesystem": Project::filesystem_entry() }))
@@ -280,6 +280,14 @@ async fn progress_lines_come_in_order_before_the_result() {
         tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "hi"}))
     });
     model.script("progress-asked", vec![text("asked for progress")]);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    model.script("progress-retry", move |_: &Request| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            status(500, api_error_body("api_error", "try again"))
+        } else {
+            text("second time lucky")
+        }
+    });
     model.script("progress-quiet", vec![text("no progress asked")]);
 
     let mut daemon = Daemon::start(&project, &model, &["--progress"]);
@@ -300,6 +308,13 @@ async fn progress_lines_come_in_order_before_the_result() {
     let finished = &progress[at("tool_finished")];
     assert_eq!((finished["tool"].as_str(), finished["ok"].as_bool()), (Some("write_file"), Some(true)), "{finished}");
     assert_eq!(finished["toolsUsed"], json!(["write_file"]), "{finished}");
+    // An API error the CLI retries shows as `retrying`.
+    daemon.send_action(action("p-2", "progress-retry", &["filesystem"], 60_000)).await;
+    let lines = until_results(&mut daemon, &["p-2"]).await;
+    let (result, progress) = lines.split_last().unwrap();
+    assert_eq!(result["success"], true, "{result}");
+    let retrying = progress.iter().find(|l| l["event"] == "retrying").unwrap_or_else(|| panic!("{progress:?}"));
+    assert_eq!((retrying["attempt"].as_u64(), retrying["errorStatus"].as_u64()), (Some(1), Some(500)), "{retrying}");
     daemon.finish().await;
 
     // Without the flag, only the action that asks reports progress.
@@ -447,4 +462,36 @@ async fn transcripts_are_kept_and_continue_and_fork_resume_the_session() {
     assert_eq!(fourth["error"]["kind"], "session_not_found", "{fourth}");
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_continuation_of_a_session_runs_at_a_time() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let gate = Gate::new();
+    let held = gate.clone();
+    model.script("busy-base", move |r: &Request| {
+        if last_user_text(r).contains("busy-hold") { gated(&held, text("released")) } else { text("base done") }
+    });
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    daemon.send_action(action("base", "busy-base", &["filesystem"], 60_000)).await;
+    assert_eq!(daemon.next().await["success"], true);
+    let mut hold = action("hold", "busy-hold", &["filesystem"], 60_000);
+    hold["continue"] = json!("base");
+    daemon.send_action(hold).await;
+    model.wait_for_requests(2).await;
+    let mut second = action("second", "busy-other", &["filesystem"], 60_000);
+    second["continue"] = json!("base");
+    daemon.send_action(second).await;
+    let refused = daemon.next().await;
+    assert_eq!(
+        (refused["taskId"].as_str(), refused["error"]["kind"].as_str()),
+        (Some("second"), Some("session_busy")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["retryable"], true);
+    gate.open();
+    let held = daemon.next().await;
+    assert_eq!((held["taskId"].as_str(), held["result"].as_str()), (Some("hold"), Some("released")), "{held}");
+    daemon.finish().await;
 }
