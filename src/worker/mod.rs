@@ -173,7 +173,6 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             lines.into_iter().for_each(|line| sink.offer(line));
         }
     };
-    let ended = {
     let run = process::run(
         &plan,
         action.timeout,
@@ -192,16 +191,9 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             process::Verdict::Continue
         },
     );
-    tokio::pin!(run);
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-    loop {
-        tokio::select! {
-            ended = &mut run => break ended,
-            _ = heartbeat.tick(), if reporter.is_some() => report(&|p| p.heartbeat(elapsed()).into_iter().collect()),
-        }
-    }
-    }
-    .map_err(|err| spawn_error(&plan.program, &err))?;
+    let ended = with_heartbeat(run, reporter.is_some(), || report(&|p| p.heartbeat(elapsed()).into_iter().collect()))
+        .await
+        .map_err(|err| spawn_error(&plan.program, &err))?;
 
     if ended.skipped_lines > 0 {
         warn!(lines = ended.skipped_lines, "skipped over-long lines from Claude Code");
@@ -251,6 +243,18 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         session_id: keeper.session_id.clone(),
         origin: action.origin,
     })
+}
+
+/// Runs `work`, calling `tick` every [`HEARTBEAT`] meanwhile (when `enabled`).
+async fn with_heartbeat<T>(work: impl std::future::Future<Output = T>, enabled: bool, tick: impl Fn()) -> T {
+    tokio::pin!(work);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tokio::select! {
+            ended = &mut work => return ended,
+            _ = heartbeat.tick(), if enabled => tick(),
+        }
+    }
 }
 
 fn spawn_error(program: &Path, err: &std::io::Error) -> WorkerError {
