@@ -17,9 +17,23 @@ use crate::protocol::documents::{MAX_DEPTH, Piece, Splitter};
 use crate::protocol::parse::{Item, parse_document, parse_line};
 use crate::protocol::{LineError, LineErrorKind, Output};
 use crate::settings::DaemonSettings;
+use crate::worker::progress::{ProgressLine, Sink};
 
 /// Bytes asked of stdin per read.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Progress lines waiting for stdout, all workers together; when full, new ones are dropped.
+const PROGRESS_QUEUE: usize = 256;
+
+/// Which actions report `worker_progress` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// Those that ask (`"progress": true`).
+    #[default]
+    Asked,
+    /// Every action (`run --progress`).
+    All,
+}
 
 /// How stdin is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,6 +51,7 @@ pub enum InputMode {
 pub async fn serve_lines<R, W>(
     settings: Arc<DaemonSettings>,
     mode: InputMode,
+    progress: Progress,
     input: R,
     output: W,
     shutdown: CancellationToken,
@@ -46,7 +61,9 @@ pub async fn serve_lines<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (out_tx, out_rx) = mpsc::channel::<Event>(1024);
-    let writer = tokio::spawn(write_lines(out_rx, output, shutdown.clone()));
+    let (progress_tx, progress_rx) = mpsc::channel::<ProgressLine>(PROGRESS_QUEUE);
+    let settings = settings.with_progress(Sink::queue(progress_tx, progress == Progress::All));
+    let writer = tokio::spawn(write_lines(out_rx, progress_rx, output, shutdown.clone()));
     let (pool, finished) = Pool::start(settings.clone(), out_tx.clone(), Stopping::immediate(&shutdown, &force));
     let deliver = async |reply: Result<Vec<Item>, LineError>| match reply {
         Ok(items) => {
@@ -153,19 +170,45 @@ async fn read_reply<R: AsyncRead + Unpin>(
 
 /// Writes each output as one line; flushes whenever no further output is waiting. If the reader
 /// of our output goes away, nothing can be delivered any more: that is a shutdown.
-async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Event>, output: W, shutdown: CancellationToken) {
+/// Progress lines come on their own channel; before a result is written, every progress line
+/// already queued is written first (a worker's progress was queued before its result).
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<Event>,
+    mut progress: mpsc::Receiver<ProgressLine>,
+    output: W,
+    shutdown: CancellationToken,
+) {
     let mut out = BufWriter::new(output);
     let mut broken = false;
-    while let Some(event) = rx.recv().await {
-        // A start needs no record here: dropping its `ack` lets the worker go.
-        let Event::Output(item) = event else { continue };
+    loop {
+        let mut lines = Vec::new();
+        tokio::select! {
+            biased;
+            event = rx.recv() => match event {
+                None => break,
+                // A start needs no record here: dropping its `ack` lets the worker go.
+                Some(Event::Started { .. }) => continue,
+                Some(Event::Output(item)) => {
+                    while let Ok(line) = progress.try_recv() {
+                        lines.push(line.to_line());
+                    }
+                    lines.push(item.to_line());
+                }
+            },
+            Some(line) = progress.recv() => lines.push(line.to_line()),
+        }
         if broken {
             continue;
         }
-        let mut line = item.to_line();
-        line.push('\n');
-        let mut written = out.write_all(line.as_bytes()).await;
-        if written.is_ok() && rx.is_empty() {
+        let mut written = Ok(());
+        for mut line in lines {
+            line.push('\n');
+            written = out.write_all(line.as_bytes()).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        if written.is_ok() && rx.is_empty() && progress.is_empty() {
             written = out.flush().await;
         }
         if let Err(err) = written {

@@ -251,6 +251,8 @@ impl Shared {
         }
         let profile = crate::profile::resolve(&self.settings.profiles, action.profile.as_deref())
             .map_err(|err| refuse(ErrorKind::InvalidAction, format!("{INVALID_PREFIX}: /profile: {err}")))?;
+        let default_tools = crate::profile::default_tools(profile.as_deref())
+            .map_err(|err| refuse(ErrorKind::InvalidAction, format!("{INVALID_PREFIX}: /profile: {err}")))?;
         let cancel = self.stopping.kill.child_token();
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         {
@@ -264,6 +266,10 @@ impl Shared {
             active.insert(action.task_id.clone(), (generation, cancel.clone()));
         }
         let selection = self.settings.registry.select(&action.servers);
+        let mut action = action;
+        if action.agent.tools.is_none() {
+            action.agent.tools = default_tools.map(|rules| rules.for_servers(&action.servers));
+        }
         Ok(Admitted { job: Job { action, selection, profile }, cancel, generation, shared: self.clone() })
     }
 

@@ -18,6 +18,25 @@ pub enum ProfileError {
     NotFound(String),
     #[error("profile {0} is larger than {MAX_PROFILE_BYTES} bytes")]
     TooLarge(String),
+    #[error("the profile's default tools {0} cannot be used: {1}")]
+    BadTools(String, String),
+}
+
+/// A profile's default `tools` rules: `NAME.tools.json` beside `NAME.md`
+/// (`{"allow": [...], "deny": [...]}`), when it exists.
+pub fn default_tools(profile: Option<&Path>) -> Result<Option<crate::protocol::agent::ToolRules>, ProfileError> {
+    let Some(path) = profile.map(|p| p.with_extension("tools.json")) else { return Ok(None) };
+    let bad = |why: String| ProfileError::BadTools(path.display().to_string(), why);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(bad(err.to_string())),
+    };
+    let rules: crate::protocol::agent::ToolRules = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    match rules.allow.iter().chain(&rules.deny).find(|e| crate::protocol::agent::split_entry(e).is_none()) {
+        Some(entry) => Err(bad(format!("{entry:?} is not SERVER.TOOL"))),
+        None => Ok(Some(rules)),
+    }
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.

@@ -25,6 +25,15 @@ pub struct DaemonSettings {
     pub scratch: Arc<Scratch>,
 }
 
+impl DaemonSettings {
+    /// The same settings with the workers' progress going to `sink`.
+    pub fn with_progress(&self, sink: crate::worker::progress::Sink) -> Arc<DaemonSettings> {
+        let mut worker = (*self.worker).clone();
+        worker.progress = Some(sink);
+        Arc::new(DaemonSettings { worker: Arc::new(worker), ..self.clone() })
+    }
+}
+
 /// `--claude`, else the project's pinned `.tools/bin/claude`, else `claude` on PATH.
 pub fn find_claude(given: Option<&Path>, tools_bin: Option<&Path>, path: Option<&String>) -> anyhow::Result<PathBuf> {
     let candidates: Vec<PathBuf> = match given {

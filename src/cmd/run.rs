@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// fenced ```json block, else its outermost object.
     #[arg(long, value_enum, default_value_t = Input::Json)]
     pub input: Input,
+    /// Every action reports live `worker_progress` lines (without it, only actions with
+    /// `"progress": true` do).
+    #[arg(long)]
+    pub progress: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +33,7 @@ pub enum Input {
 
 pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = Arc::new(args.worker.settings(global, NeedClaude::Yes)?);
+    crate::worker::transcript::sweep(&settings.worker.cli.data_dir, args.worker.transcript_retention);
     crate::protocol::schema::warm_up();
     let shutdown = CancellationToken::new();
     let force = crate::shutdown::on_signals(shutdown.clone())?;
@@ -43,6 +48,8 @@ pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode
         Input::Json => crate::filter::InputMode::Json,
         Input::Text => crate::filter::InputMode::Text,
     };
-    crate::filter::serve_lines(settings, mode, tokio::io::stdin(), tokio::io::stdout(), shutdown, force).await;
+    let progress = if args.progress { crate::filter::Progress::All } else { crate::filter::Progress::Asked };
+    crate::filter::serve_lines(settings, mode, progress, tokio::io::stdin(), tokio::io::stdout(), shutdown, force)
+        .await;
     Ok(ExitCode::SUCCESS)
 }

@@ -81,7 +81,9 @@ impl ServeArgs {
 }
 
 pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let retention = args.worker.transcript_retention;
     let settings = args.settings(global)?;
+    crate::worker::transcript::sweep(&settings.daemon.worker.cli.data_dir, retention);
     crate::protocol::schema::warm_up();
     // `shutdown` fires on SIGINT/SIGTERM: no new actions, no new starts, polls end. The HTTP
     // server itself stays up until every running worker has its result recorded.

@@ -52,6 +52,8 @@ pub enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The kept stream-json transcript of a worker (`run` or `serve`), secrets scrubbed.
+    Transcript { id: String },
 }
 
 fn parse_state(s: &str) -> Result<TaskState, String> {
@@ -147,6 +149,15 @@ fn print_task(out: &mut impl Write, t: &Task) -> std::io::Result<()> {
 }
 
 pub async fn tasks(global: &GlobalArgs, args: TasksArgs) -> anyhow::Result<ExitCode> {
+    if let Some(TasksCommand::Transcript { id }) = &args.command {
+        let path = crate::worker::transcript::transcript_path(&global.data_dir(), id);
+        let Some(text) = path.and_then(|path| std::fs::read(path).ok()) else {
+            eprintln!("mcp-workers: no transcript kept for task {id}");
+            return Ok(ExitCode::FAILURE);
+        };
+        std::io::stdout().lock().write_all(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open(global).await?;
     if let Some(TasksCommand::Show { id, json }) = args.command {
         let Some(task) = store.task(&id).await? else {

@@ -54,6 +54,9 @@ pub struct WorkerArgs {
     /// files are read, and auth may come from ANTHROPIC_AUTH_TOKEN or an OAuth token).
     #[arg(long, env = "MCP_WORKERS_NO_BARE")]
     pub no_bare: bool,
+    /// How long workers' transcripts and sessions are kept in the data directory (swept at start-up).
+    #[arg(long, env = "MCP_WORKERS_TRANSCRIPT_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub transcript_retention: Duration,
     /// The longest input line (one JSON document) accepted, in bytes.
     #[arg(long, env = "MCP_WORKERS_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_line_bytes: usize,
@@ -159,6 +162,7 @@ impl WorkerArgs {
                 kill_grace: self.kill_grace,
                 temp_root: Some(scratch.path().to_owned()),
                 daemon_env,
+                progress: None,
             }),
             registry: Arc::new(registry),
             registry_path,

@@ -26,6 +26,7 @@ use crate::mcp::workers::front::Cancel;
 use crate::protocol::parse::{parse_document, parse_line};
 use crate::service::{AcceptError, Accepted, Published, Service};
 use crate::store::EventKind;
+use crate::worker::progress::ProgressLine;
 
 /// Events replayed per journal read.
 const PAGE: u32 = 1000;
@@ -36,6 +37,7 @@ pub fn protected(service: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/actions", post(post_actions).layer(DefaultBodyLimit::max(limit)))
         .route("/v1/tasks/{id}", get(get_task).delete(cancel_task))
+        .route("/v1/tasks/{id}/transcript", get(get_transcript))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .with_state(service)
@@ -219,6 +221,18 @@ async fn cancel_task(State(service): State<Arc<Service>>, Path(id): Path<String>
     }
 }
 
+/// `GET /v1/tasks/{id}/transcript`: the worker's kept stream-json transcript (NDJSON).
+async fn get_transcript(State(service): State<Arc<Service>>, Path(id): Path<String>) -> Response {
+    let path = crate::worker::transcript::transcript_path(&service.settings.worker.cli.data_dir, &id);
+    match path.map(tokio::fs::read) {
+        Some(read) => match read.await {
+            Ok(bytes) => ([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response(),
+            Err(_) => error(StatusCode::NOT_FOUND, "not_found", format!("no transcript kept for task {id}")),
+        },
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no transcript kept for task {id}")),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     /// Replay events after this id (as `Last-Event-ID` does); `0` replays everything kept.
@@ -234,13 +248,16 @@ async fn events(State(service): State<Arc<Service>>, headers: HeaderMap, Query(q
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(query.after);
     let subscription = service.events.subscribe();
-    let stream = event_stream(service, subscription, after);
+    let progress = service.progress.subscribe();
+    let stream = event_stream(service, subscription, progress, after);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 struct Feed {
     service: Arc<Service>,
     subscription: broadcast::Receiver<Published>,
+    /// Live progress (not journalled, not replayed; a lagging subscriber loses the oldest).
+    progress: broadcast::Receiver<ProgressLine>,
     backlog: VecDeque<Published>,
     /// The last id sent (or skipped as already seen); `None`: live only, from the first event.
     last: Option<i64>,
@@ -250,9 +267,11 @@ struct Feed {
 fn event_stream(
     service: Arc<Service>,
     subscription: broadcast::Receiver<Published>,
+    progress: broadcast::Receiver<ProgressLine>,
     after: Option<i64>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let feed = Feed { service, subscription, backlog: VecDeque::new(), last: after, replaying: after.is_some() };
+    let feed =
+        Feed { service, subscription, progress, backlog: VecDeque::new(), last: after, replaying: after.is_some() };
     stream::unfold(feed, |mut feed| async move {
         loop {
             if let Some(event) = feed.backlog.pop_front() {
@@ -270,6 +289,13 @@ fn event_stream(
                 continue;
             }
             let next = tokio::select! {
+                // Progress first: a worker's progress is sent before its result is published.
+                biased;
+                line = feed.progress.recv() => match line {
+                    Ok(line) => return Some((Ok(SseEvent::default().event("progress").data(line.to_line())), feed)),
+                    // Progress missed is progress dropped; Closed cannot happen while the service lives.
+                    Err(_) => continue,
+                },
                 event = feed.subscription.recv() => event,
                 _ = feed.service.draining.cancelled() => return None,
             };

@@ -45,7 +45,7 @@ pub fn routes(queue: Arc<Queue>, workers: WorkersServer, guard: &HostGuard, shut
 /// (when set), the health routes open, and all of it behind the Host/Origin guard.
 pub fn app(service: Arc<Service>, guard: HostGuard, workers: &WorkersSettings, shutdown: &CancellationToken) -> Router {
     let token: Option<Arc<str>> = service.api_token.as_deref().map(Arc::from);
-    let front: Arc<dyn Front> = Arc::new(ServiceFront(service.clone()));
+    let front: Arc<dyn Front> = Arc::new(ServiceFront::new(service.clone()));
     let workers = WorkersServer::new(front, &service.settings.registry, workers.server());
     let protected = routes(service.queue.clone(), workers, &guard, shutdown)
         .merge(api::protected(service.clone()))

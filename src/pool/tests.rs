@@ -70,6 +70,7 @@ fn settings(max_workers: usize) -> Arc<DaemonSettings> {
             kill_grace: Duration::from_millis(10),
             temp_root: None,
             daemon_env: Default::default(),
+            progress: None,
         }),
         registry: Arc::new(registry),
         registry_path: dir.join("mcp_servers.json"),

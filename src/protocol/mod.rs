@@ -40,10 +40,14 @@ pub enum ErrorKind {
     StructuredOutputMissing,
     /// The structured output did not match `outputSchema` (the CLI gave up, or our re-validation).
     StructuredOutputInvalid,
+    /// `continue` names a task whose session is not kept (never ran, expired, unknown).
+    SessionNotFound,
+    /// Another continuation of the same session is running.
+    SessionBusy,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -59,6 +63,8 @@ impl ErrorKind {
         ErrorKind::DepthExceeded,
         ErrorKind::StructuredOutputMissing,
         ErrorKind::StructuredOutputInvalid,
+        ErrorKind::SessionNotFound,
+        ErrorKind::SessionBusy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +84,8 @@ impl ErrorKind {
             ErrorKind::DepthExceeded => "depth_exceeded",
             ErrorKind::StructuredOutputMissing => "structured_output_missing",
             ErrorKind::StructuredOutputInvalid => "structured_output_invalid",
+            ErrorKind::SessionNotFound => "session_not_found",
+            ErrorKind::SessionBusy => "session_busy",
         }
     }
 }
@@ -140,6 +148,9 @@ pub struct WorkerResult {
     /// The object the worker gave for the action's `outputSchema`, re-validated by the daemon.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub structured_output: Option<serde_json::Value>,
+    /// The CLI session the worker ran in (what `"continue": taskId` resumes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session_id: Option<String>,
     #[serde(flatten)]
     pub origin: Origin,
 }
@@ -169,6 +180,7 @@ impl WorkerResult {
             denied_tools: Vec::new(),
             queued: None,
             structured_output: None,
+            session_id: None,
             origin,
         }
     }
@@ -185,7 +197,7 @@ pub struct SpawnAction {
     pub max_turns: Option<u32>,
     pub model: Option<String>,
     /// What an orchestrating agent asked for beyond the basics (`outputSchema`, ...).
-    pub agent: agent::AgentOptions,
+    pub agent: Box<agent::AgentOptions>,
     pub origin: Origin,
 }
 

@@ -96,7 +96,7 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
         )]);
     }
     let agent = match super::agent::AgentOptions::from_action(&action) {
-        Ok(agent) => agent,
+        Ok(agent) => Box::new(agent),
         Err(problems) => return refuse(problems),
     };
     let str_field = |name: &str| action.get(name).and_then(Value::as_str).map(str::to_owned);
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn an_action_survives_a_round_trip_through_json() {
-        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m","outputSchema":{"type":"object","properties":{"n":{"type":"string"}}}}"#;
+        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m","outputSchema":{"type":"object","properties":{"n":{"type":"string"}}},"tools":{"allow":["a.x"]},"progress":true,"continue":"j0","fork":true}"#;
         let value: Value = serde_json::from_str(text).unwrap();
         let Item::Spawn(action) = parse_action(value, Origin::default(), LIMITS) else { panic!() };
         let Item::Spawn(again) = parse_action(action.to_json(), action.origin, LIMITS) else { panic!() };

@@ -25,16 +25,21 @@ pub fn warm_up() {
 
 /// Checks one action against the schema. On failure, returns every problem as `path: reason`.
 pub fn validate(action: &Value) -> Result<(), Vec<String>> {
-    let problems: Vec<String> = VALIDATOR
-        .iter_errors(action)
-        .take(MAX_PROBLEMS)
+    let problems = problems(&VALIDATOR, action, MAX_PROBLEMS);
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// At most `max` problems of `value` under `validator`, each as `path: reason`, bounded.
+pub fn problems(validator: &Validator, value: &Value, max: usize) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .take(max)
         .map(|err| {
             let path = err.instance_path().to_string();
             let path = if path.is_empty() { "/".to_owned() } else { path };
             truncate_chars(&format!("{path}: {err}"), MAX_PROBLEM_CHARS)
         })
-        .collect();
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+        .collect()
 }
 
 /// Cuts `s` to at most `max` characters, marking the cut.

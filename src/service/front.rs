@@ -12,13 +12,25 @@ use tokio::sync::broadcast;
 use super::{AcceptError, Accepted, Service};
 use crate::mcp::workers::desk::settled;
 use crate::mcp::workers::front::{
-    Cancel, Front, FrontResult, Refusal, State, Status, Statuses, apply_key, now_ms, preview,
+    Cancel, Front, FrontResult, LastProgress, Refusal, State, Status, Statuses, apply_key, now_ms, preview,
 };
 use crate::protocol::parse::{Item, parse_action};
 use crate::protocol::{ErrorKind, Origin, WorkerError};
 use crate::store::{ActionRecord, ActionState, EventKind, Millis};
 
-pub struct ServiceFront(pub Arc<Service>);
+pub struct ServiceFront {
+    service: Arc<Service>,
+    progress: Arc<LastProgress>,
+}
+
+impl ServiceFront {
+    /// The service's front, following its workers' progress for waiting calls.
+    pub fn new(service: Arc<Service>) -> Self {
+        let progress = Arc::new(LastProgress::default());
+        Arc::clone(&progress).follow(service.progress.subscribe());
+        Self { service, progress }
+    }
+}
 
 fn status_of(record: ActionRecord) -> Status {
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
@@ -39,12 +51,18 @@ fn status_of(record: ActionRecord) -> Status {
         elapsed_ms: since(record.accepted_ms, record.finished_ms.unwrap_or(now)),
         running_ms: record.started_ms.map(|started| since(started, record.finished_ms.unwrap_or(now))),
         result: record.result,
+        progress: None,
     }
 }
 
 impl ServiceFront {
     async fn status_now(&self, task_id: &str) -> FrontResult<Option<Status>> {
-        self.0.journal.action(task_id).await.map(|r| r.map(status_of)).map_err(|e| e.to_string())
+        let record = self.service.journal.action(task_id).await.map_err(|e| e.to_string())?;
+        Ok(record.map(|record| {
+            let mut status = status_of(record);
+            self.progress.annotate(&mut status);
+            status
+        }))
     }
 
     async fn spawn_action(&self, mut action: Map<String, Value>, key: Option<&str>) -> Result<String, Refusal> {
@@ -55,11 +73,14 @@ impl ServiceFront {
             return Ok(id.clone());
         }
         action.insert("type".into(), Value::from("spawn_worker"));
-        let item = parse_action(Value::Object(action), Origin::default(), self.0.settings.limits);
+        // Its progress feeds the waiting call's notifications (and SSE `progress`), unless the
+        // call said otherwise.
+        action.entry("progress").or_insert(Value::Bool(true));
+        let item = parse_action(Value::Object(action), Origin::default(), self.service.settings.limits);
         if let Item::Refused(result) = item {
             return Err(result.into());
         }
-        match self.0.accept(vec![item]).await {
+        match self.service.accept(vec![item]).await {
             Ok(Accepted { accepted_ids, mut refused, .. }) => {
                 if let Some(id) = accepted_ids.into_iter().next() {
                     return Ok(id);
@@ -84,7 +105,7 @@ impl ServiceFront {
 
     async fn wait_for(&self, ids: &[String], wait: Duration, cancelled: BoxFuture<'_, ()>) -> FrontResult<Statuses> {
         // Subscribed before the first look, so no result can slip between the two.
-        let mut events = self.0.events.subscribe();
+        let mut events = self.service.events.subscribe();
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline, cancelled);
         loop {
@@ -136,7 +157,7 @@ impl Front for ServiceFront {
     }
 
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, FrontResult<Cancel>> {
-        Box::pin(async move { self.0.cancel(task_id).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.service.cancel(task_id).await.map_err(|e| e.to_string()) })
     }
 
     fn list(&self, state: Option<State>, limit: usize) -> BoxFuture<'_, FrontResult<Vec<Status>>> {
@@ -147,7 +168,7 @@ impl Front for ServiceFront {
         });
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         Box::pin(async move {
-            let records = self.0.journal.actions(state, limit).await.map_err(|e| e.to_string())?;
+            let records = self.service.journal.actions(state, limit).await.map_err(|e| e.to_string())?;
             Ok(records.into_iter().map(|r| Status { result: None, ..status_of(r) }).collect())
         })
     }

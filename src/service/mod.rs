@@ -50,12 +50,17 @@ impl From<EventRecord> for Published {
     }
 }
 
+/// Progress lines an SSE subscriber may fall behind by before it loses the oldest.
+const PROGRESS_BACKLOG: usize = 1024;
+
 pub struct Service {
     pub settings: Arc<DaemonSettings>,
     pub pool: Pool,
     pub journal: Arc<dyn Journal>,
     /// Every event, as it is written (for SSE subscribers and waiting requests).
     pub events: broadcast::Sender<Published>,
+    /// Live `worker_progress` of the actions that ask for it (SSE `progress`; never journalled).
+    pub progress: broadcast::Sender<crate::worker::progress::ProgressLine>,
     pub metrics: metrics::Metrics,
     pub queue: Arc<Queue>,
     /// Fires when the daemon stops taking actions.
@@ -96,6 +101,8 @@ impl Service {
         let (tx, rx) = mpsc::channel(1024);
         let kill = CancellationToken::new();
         let stopping = Stopping { drain: draining.clone(), kill: kill.clone(), force, keep_unstarted: true };
+        let (progress, _) = broadcast::channel(PROGRESS_BACKLOG);
+        let settings = settings.with_progress(crate::worker::progress::Sink::broadcast(progress.clone(), false));
         let (pool, finished) = Pool::start(settings.clone(), tx.clone(), stopping);
         let (events, _) = broadcast::channel(4096);
         let service = Arc::new(Service {
@@ -103,6 +110,7 @@ impl Service {
             pool,
             journal,
             events,
+            progress,
             metrics: metrics::Metrics::default(),
             queue,
             draining,

@@ -42,6 +42,10 @@ pub struct Invocation<'a> {
     pub timeout: Duration,
     /// `outputSchema`, serialised: `--json-schema`.
     pub json_schema: Option<String>,
+    /// `--disallowedTools` patterns (`tools.deny`): not even offered to the model.
+    pub disallowed_tools: Vec<String>,
+    /// `--resume=<kept session file>` (and `--fork-session` when true).
+    pub resume: Option<(&'a Path, bool)>,
 }
 
 /// Everything needed to start the child.
@@ -63,7 +67,7 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
         "--output-format".into(),
         "stream-json".into(),
         "--verbose".into(),
-        "--no-session-persistence".into(),
+        // Sessions are written (into the worker's own HOME): the daemon keeps them for `continue`.
         "--strict-mcp-config".into(),
         "--mcp-config".into(),
         inv.config_path.to_string_lossy().into_owned(),
@@ -92,6 +96,16 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
     if let Some(schema) = &inv.json_schema {
         // The `--flag=value` form: a schema text cannot be taken for another flag.
         args.push(format!("--json-schema={schema}"));
+    }
+    if let Some((session, fork)) = inv.resume {
+        args.push(format!("--resume={}", session.display()));
+        if fork {
+            args.push("--fork-session".into());
+        }
+    }
+    if !inv.disallowed_tools.is_empty() {
+        args.push("--disallowedTools".into());
+        args.extend(inv.disallowed_tools.iter().cloned());
     }
     // No prompt argument: the task goes on stdin (never argv: other users can read it there, and
     // Linux caps one argv string at 128 KiB).
@@ -227,6 +241,8 @@ mod tests {
             model: None,
             timeout: Duration::from_secs(60),
             json_schema: None,
+            disallowed_tools: Vec::new(),
+            resume: None,
         }
     }
 
@@ -251,8 +267,12 @@ mod tests {
         let sel = selection();
         let mut inv = invocation("t", &sel);
         inv.json_schema = Some(r#"{"type":"object"}"#.to_owned());
+        inv.disallowed_tools = vec!["mcp__fs__write_file".into()];
+        inv.resume = Some((Path::new("/d/sessions/s-1.jsonl"), true));
         let plan = plan(&settings(), &inv, &daemon_env());
         assert!(plan.args.contains(&r#"--json-schema={"type":"object"}"#.to_owned()), "{:?}", plan.args);
+        assert!(plan.args.join(" ").ends_with("--disallowedTools mcp__fs__write_file"), "{:?}", plan.args);
+        assert!(plan.args.join(" ").contains("--resume=/d/sessions/s-1.jsonl --fork-session"), "{:?}", plan.args);
     }
 
     #[test]

@@ -9,8 +9,11 @@ pub mod command;
 pub mod mcp_log;
 pub mod outcome;
 pub mod process;
+pub mod progress;
 pub mod stream;
 pub mod structured;
+pub mod tools;
+pub mod transcript;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,7 +44,12 @@ pub struct WorkerSettings {
     pub temp_root: Option<PathBuf>,
     /// The daemon's environment, consulted by name only.
     pub daemon_env: BTreeMap<String, String>,
+    /// Where `worker_progress` lines go (`None`: nobody listens).
+    pub progress: Option<progress::Sink>,
 }
+
+/// How often a worker with an open tool call says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// An admitted action: validated, servers found, profile resolved.
 #[derive(Debug, Clone)]
@@ -109,9 +117,29 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     let home = temp.path().join("home");
     std::fs::create_dir(&home).map_err(|e| internal("create the worker's HOME", e))?;
 
+    let data_dir = &settings.cli.data_dir;
+    let resumed = match &action.agent.continue_from {
+        None => None,
+        Some(task_id) => Some(transcript::session_of(data_dir, task_id).ok_or_else(|| {
+            let message = format!("no kept session for task {task_id} (it never ran a worker, or its session expired)");
+            WorkerError::new(ErrorKind::SessionNotFound, message, false)
+        })?),
+    };
+    // A fork leaves the first session as it is; a continuation appends to it, one at a time.
+    let _lock = match &resumed {
+        Some((session_id, _)) if !action.agent.fork => {
+            Some(transcript::SessionLock::take(session_id).ok_or_else(|| {
+                let message = format!("another continuation of session {session_id} is running");
+                WorkerError::new(ErrorKind::SessionBusy, message, true)
+            })?)
+        }
+        _ => None,
+    };
+    let (allowed_tools, disallowed_tools) = tools::patterns(action.agent.tools.as_ref(), &action.servers);
+    let selection = crate::registry::Selection { allowed_tools, ..job.selection.clone() };
     let invocation = Invocation {
         task: &action.task,
-        selection: &job.selection,
+        selection: &selection,
         config_path: &config_path,
         home: &home,
         profile: job.profile.as_deref(),
@@ -119,6 +147,8 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         model: action.model.as_deref(),
         timeout: action.timeout,
         json_schema: action.agent.output_schema.as_ref().map(|schema| schema.to_string()),
+        disallowed_tools,
+        resume: resumed.as_ref().map(|(_, path)| (path.as_path(), action.agent.fork)),
     };
     let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
     // Lets a restarted daemon recognise (and kill) what a crashed one left running.
@@ -127,13 +157,31 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
 
     let mut transcript = Transcript::default();
     let requested = &action.servers;
-    let ended = process::run(
+    let began = Instant::now();
+    let elapsed = || u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // The registry's secrets, by value, are never shown in a preview or kept in a transcript.
+    let secrets = transcript::Secrets::new(
+        job.selection.variables.iter().filter_map(|name| settings.daemon_env.get(name)).cloned(),
+    );
+    let reporter = settings.progress.as_ref().filter(|sink| sink.all || action.agent.progress).map(|sink| {
+        (sink, std::sync::Mutex::new(progress::Progress::new(&action.task_id, requested, secrets.clone())))
+    });
+    let mut keeper = transcript::Keeper::open(data_dir, &action.task_id, secrets);
+    let report = |feed: &dyn Fn(&mut progress::Progress) -> Vec<progress::ProgressLine>| {
+        if let Some((sink, state)) = &reporter {
+            let lines = feed(&mut state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            lines.into_iter().for_each(|line| sink.offer(line));
+        }
+    };
+    let run = process::run(
         &plan,
         action.timeout,
         &stopper.cancel,
         || stopper.reason(),
         process::Grace { period: settings.kill_grace, skip: stopper.force.clone() },
         |line| {
+            report(&|p| p.feed(line, elapsed()));
+            keeper.line(line);
             let was_init = transcript.init_seen;
             transcript.feed(line);
             // Fail fast: a requested server that did not connect dooms the task; spend no turns.
@@ -142,9 +190,10 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             }
             process::Verdict::Continue
         },
-    )
-    .await
-    .map_err(|err| spawn_error(&plan.program, &err))?;
+    );
+    let ended = with_heartbeat(run, reporter.is_some(), || report(&|p| p.heartbeat(elapsed()).into_iter().collect()))
+        .await
+        .map_err(|err| spawn_error(&plan.program, &err))?;
 
     if ended.skipped_lines > 0 {
         warn!(lines = ended.skipped_lines, "skipped over-long lines from Claude Code");
@@ -169,6 +218,11 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         (verdict, structured_output) = structured::weigh(schema, transcript.result.as_ref(), verdict);
     }
     let servers = outcome::server_statuses(&facts);
+    if let Some(session_id) = &keeper.session_id
+        && let Err(err) = transcript::keep_session(data_dir, &action.task_id, session_id, &home)
+    {
+        warn!("cannot keep the session: {err}");
+    }
     if let Err(err) = temp.close() {
         warn!("cannot remove the worker's temporary directory: {err}");
     }
@@ -186,8 +240,21 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         denied_tools: transcript.tools_denied(requested),
         queued: None,
         structured_output,
+        session_id: keeper.session_id.clone(),
         origin: action.origin,
     })
+}
+
+/// Runs `work`, calling `tick` every [`HEARTBEAT`] meanwhile (when `enabled`).
+async fn with_heartbeat<T>(work: impl std::future::Future<Output = T>, enabled: bool, tick: impl Fn()) -> T {
+    tokio::pin!(work);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tokio::select! {
+            ended = &mut work => return ended,
+            _ = heartbeat.tick(), if enabled => tick(),
+        }
+    }
 }
 
 fn spawn_error(program: &Path, err: &std::io::Error) -> WorkerError {

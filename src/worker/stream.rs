@@ -200,7 +200,7 @@ impl Transcript {
 
 /// `mcp__<server>__tool` → `tool`, preferring the selected servers' exact prefixes (a server name
 /// may itself contain `__`).
-fn strip_mcp_prefix<'a>(name: &'a str, prefixes: &[String]) -> &'a str {
+pub fn strip_mcp_prefix<'a>(name: &'a str, prefixes: &[String]) -> &'a str {
     if let Some(rest) = prefixes.iter().filter_map(|p| name.strip_prefix(p.as_str())).next() {
         return rest;
     }

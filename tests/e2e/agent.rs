@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::support::daemon::{Daemon, Project, action};
-use crate::support::fake_model::{FakeModel, Request, text, tool_use};
+use crate::support::daemon::{Daemon, Project, Server, SseReader, action};
+use crate::support::fake_model::{FakeModel, Gate, Request, api_error_body, gated, status, text, tool_use};
 
 fn fs_project() -> Project {
     Project::new(json!({ "filesystem": Project::filesystem_entry() }))
@@ -187,4 +187,311 @@ async fn output_schema_gives_a_revalidated_structured_output_or_a_clear_kind() {
     assert!(result["result"].as_str().unwrap().contains("/outputSchema"), "{result}");
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_allow_denies_the_rest_and_deny_hides_a_tool_also_as_a_profile_default() {
+    let project = fs_project();
+    std::fs::write(project.root.join("profiles/read-only.md"), "Only read.").unwrap();
+    std::fs::write(project.root.join("profiles/read-only.tools.json"), r#"{"deny": ["filesystem.write_*"]}"#).unwrap();
+    let model = FakeModel::start().await;
+    let target = project.workspace().join("denied.txt");
+    let path = target.to_string_lossy().into_owned();
+    model.script("tools-allow", move |r: &Request| {
+        if r.turn() > 0 {
+            return text("tried");
+        }
+        tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "secret-input-never-reported"}))
+    });
+    model.script("tools-deny", vec![text("looked")]);
+    model.script("tools-profile", vec![text("looked too")]);
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    let mut allow = action("allow", "tools-allow", &["filesystem"], 60_000);
+    allow["tools"] = json!({"allow": ["filesystem.read_file"]});
+    let mut deny = action("deny", "tools-deny", &["filesystem"], 60_000);
+    deny["tools"] = json!({"deny": ["filesystem.write_file"]});
+    let mut profile = action("profile", "tools-profile", &["filesystem"], 60_000);
+    profile["profile"] = json!("read-only");
+    let mut unrequested = action("unrequested", "tools-deny", &["filesystem"], 60_000);
+    unrequested["tools"] = json!({"allow": ["telegram.tg_send"]});
+    daemon.send(&json!({"actions": [allow, deny, profile, unrequested]}).to_string()).await;
+    let answers = by_key(&daemon.take(4).await);
+
+    let result = &answers["allow"];
+    assert_eq!(result["deniedTools"], json!(["write_file"]), "{result}");
+    assert_eq!(result["toolsUsed"], json!([]), "{result}");
+    assert!(!result.to_string().contains("secret-input-never-reported"), "no tool input in the result: {result}");
+    assert!(!target.exists(), "the denied call did not run");
+    let offered = model.requests_for("tools-allow")[0].tools();
+    assert!(offered.contains(&"mcp__filesystem__write_file".to_owned()), "allow does not hide tools: {offered:?}");
+
+    for (id, key) in [("deny", "tools-deny"), ("profile", "tools-profile")] {
+        assert_eq!(answers[id]["success"], true, "{}", answers[id]);
+        let offered = model.requests_for(key)[0].tools();
+        assert!(!offered.contains(&"mcp__filesystem__write_file".to_owned()), "{id}: hidden: {offered:?}");
+        assert!(offered.contains(&"mcp__filesystem__read_file".to_owned()), "{id}: the rest offered: {offered:?}");
+    }
+    let result = &answers["unrequested"];
+    assert_eq!(result["error"]["kind"], "invalid_action", "{result}");
+    assert!(result["result"].as_str().unwrap().contains("/tools/allow/0"), "{result}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+/// Reads lines until the `worker_result` of each of `ids`; returns everything read, in order.
+async fn until_results(daemon: &mut Daemon, ids: &[&str]) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut waiting: Vec<&str> = ids.to_vec();
+    while !waiting.is_empty() {
+        let line = daemon.next().await;
+        if line["type"] == "worker_result" {
+            waiting.retain(|id| line["taskId"] != *id);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// Asserts `started`, `tool_started`, `tool_finished` in that order, for `tool`; returns where
+/// each event is.
+fn one_tool_call_in_order<'a>(progress: &'a [Value], tool: &str) -> impl Fn(&str) -> usize + 'a {
+    let at = move |name: &str| {
+        let events: Vec<&str> = progress.iter().map(|l| l["event"].as_str().unwrap_or("?")).collect();
+        events.iter().position(|e| *e == name).unwrap_or_else(|| panic!("no {name}: {events:?}"))
+    };
+    assert!(at("started") < at("tool_started") && at("tool_started") < at("tool_finished"), "{progress:?}");
+    assert_eq!(
+        (progress[at("tool_started")]["tool"].as_str(), progress[at("tool_finished")]["tool"].as_str()),
+        (Some(tool), Some(tool))
+    );
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_lines_come_in_order_before_the_result() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let target = project.workspace().join("progress.txt");
+    let path = target.to_string_lossy().into_owned();
+    model.script("progress-write", move |r: &Request| {
+        if r.turn() > 0 {
+            return text("Wrote it.");
+        }
+        tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "hi"}))
+    });
+    model.script("progress-asked", vec![text("asked for progress")]);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    model.script("progress-retry", move |_: &Request| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            status(500, api_error_body("api_error", "try again"))
+        } else {
+            text("second time lucky")
+        }
+    });
+    model.script("progress-quiet", vec![text("no progress asked")]);
+
+    let mut daemon = Daemon::start(&project, &model, &["--progress"]);
+    daemon.send_action(action("p-1", "progress-write", &["filesystem"], 60_000)).await;
+    let lines = until_results(&mut daemon, &["p-1"]).await;
+    let (result, progress) = lines.split_last().unwrap();
+    assert_eq!(result["success"], true, "{result}");
+    let at = one_tool_call_in_order(progress, "write_file");
+    for line in progress {
+        assert_eq!((line["type"].as_str(), line["taskId"].as_str()), (Some("worker_progress"), Some("p-1")), "{line}");
+    }
+    let seqs: Vec<u64> = progress.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(progress[at("started")]["servers"], json!(["filesystem"]));
+    let started = &progress[at("tool_started")];
+    assert_eq!(started["tool"], "write_file", "{started}");
+    assert!(started["input"].as_str().unwrap().contains("progress.txt"), "{started}");
+    let finished = &progress[at("tool_finished")];
+    assert_eq!((finished["tool"].as_str(), finished["ok"].as_bool()), (Some("write_file"), Some(true)), "{finished}");
+    assert_eq!(finished["toolsUsed"], json!(["write_file"]), "{finished}");
+    // An API error the CLI retries shows as `retrying`.
+    daemon.send_action(action("p-2", "progress-retry", &["filesystem"], 60_000)).await;
+    let lines = until_results(&mut daemon, &["p-2"]).await;
+    let (result, progress) = lines.split_last().unwrap();
+    assert_eq!(result["success"], true, "{result}");
+    let retrying = progress.iter().find(|l| l["event"] == "retrying").unwrap_or_else(|| panic!("{progress:?}"));
+    assert_eq!((retrying["attempt"].as_u64(), retrying["errorStatus"].as_u64()), (Some(1), Some(500)), "{retrying}");
+    daemon.finish().await;
+
+    // Without the flag, only the action that asks reports progress.
+    let mut daemon = Daemon::start(&project, &model, &[]);
+    let mut asked = action("asked", "progress-asked", &["filesystem"], 60_000);
+    asked["progress"] = json!(true);
+    daemon
+        .send(&json!({"actions": [asked, action("quiet", "progress-quiet", &["filesystem"], 60_000)]}).to_string())
+        .await;
+    let lines = until_results(&mut daemon, &["asked", "quiet"]).await;
+    let progress: Vec<&Value> = lines.iter().filter(|l| l["type"] == "worker_progress").collect();
+    assert!(!progress.is_empty() && progress.iter().all(|l| l["taskId"] == "asked"), "{lines:?}");
+    assert!(progress.iter().any(|l| l["event"] == "text" && l["text"] == "asked for progress"), "{progress:?}");
+    daemon.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_progress_over_sse_and_a_reader_that_never_reads_does_not_hold_results() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let path = project.workspace().join("sse.txt").to_string_lossy().into_owned();
+    model.script("sse-write", move |r: &Request| {
+        if r.turn() > 0 {
+            return text("Wrote it.");
+        }
+        tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "hi"}))
+    });
+    let server = Server::start(&project, &model, &[], &[]).await;
+    let mut reader = SseReader::open(&server.url("/v1/events"), None).await;
+    // Connected, and never read from.
+    let _idle = reqwest::Client::new().get(server.url("/v1/events")).send().await.expect("GET events");
+    let mut asked = action("sse-1", "sse-write", &["filesystem"], 60_000);
+    asked["progress"] = json!(true);
+    let (status, answer) = crate::serve::post(&server, "/v1/actions?wait=true", &json!({ "actions": [asked] })).await;
+    assert_eq!((status, &answer["results"][0]["success"]), (200, &json!(true)), "{answer}");
+    let mut progress = Vec::new();
+    loop {
+        let (_, event, data) = reader.next_event().await;
+        match event.as_str() {
+            "progress" => progress.push(data),
+            "result" => break,
+            _ => {}
+        }
+    }
+    let _ = one_tool_call_in_order(&progress, "write_file");
+    assert!(progress.iter().all(|l| l["taskId"] == "sse-1" && l["type"] == "worker_progress"), "{progress:?}");
+    // The worker's transcript, over HTTP.
+    let transcript = reqwest::get(server.url("/v1/tasks/sse-1/transcript")).await.expect("GET transcript");
+    assert_eq!(transcript.status(), 200);
+    let text = transcript.text().await.unwrap();
+    assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()) && text.contains("write_file"), "{text}");
+    let missing = reqwest::get(server.url("/v1/tasks/nope/transcript")).await.expect("GET transcript");
+    assert_eq!(missing.status(), 404);
+    // A body that is an agent's reply text.
+    let client = reqwest::Client::new();
+    let post_text = |body: &'static str| client.post(server.url("/v1/actions?input=text")).body(body).send();
+    let reply = post_text("Noted.\n```json\n{\"actions\": [{\"type\": \"note\", \"x\": 1}]}\n```\n").await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["acks"][0]["actionType"], "note", "{answer}");
+    let reply = post_text("Nothing to do today.").await.unwrap();
+    assert_eq!(reply.status(), 400);
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["error"]["kind"], "invalid_json", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("Nothing to do today."), "{answer}");
+    server.signal("TERM");
+    let (status, _) = server.wait().await;
+    assert!(status.success(), "{status:?}");
+}
+
+/// The text of the last user message of a request.
+fn last_user_text(r: &Request) -> String {
+    let Some(last) = r.messages().iter().rev().find(|m| m["role"] == "user") else { return String::new() };
+    match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcripts_are_kept_and_continue_and_fork_resume_the_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("remember-this", |r: &Request| {
+        let last = last_user_text(r);
+        if last.contains("what-was-it") {
+            text("it was 42")
+        } else if last.contains("fork-question") {
+            text("forked: 42")
+        } else {
+            text("I will remember 42")
+        }
+    });
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "1"]);
+    daemon.send_action(action("first", "remember-this: the number is 42", &["filesystem"], 60_000)).await;
+    let first = daemon.next().await;
+    assert_eq!(first["success"], true, "{first}");
+    let session = first["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId: {first}")).to_owned();
+
+    // The transcript: kept, private, readable with `tasks transcript`.
+    let data = project.root.join(".mcp-workers");
+    let kept = data.join("transcripts/first.jsonl");
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    let shown = std::process::Command::new(crate::support::bin())
+        .arg("--root")
+        .arg(&project.root)
+        .args(["tasks", "transcript", "first"])
+        .output()
+        .expect("tasks transcript");
+    assert!(shown.status.success(), "{shown:?}");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("\"subtype\":\"init\"") && shown.contains("I will remember 42"), "{shown}");
+    assert!(shown.contains(&session), "{shown}");
+
+    // A continuation sees the first conversation.
+    let mut next = action("second", "what-was-it?", &["filesystem"], 60_000);
+    next["continue"] = json!("first");
+    daemon.send_action(next).await;
+    let second = daemon.next().await;
+    assert_eq!((second["success"].as_bool(), second["result"].as_str()), (Some(true), Some("it was 42")), "{second}");
+    let asked = model.requests_for("remember-this");
+    let request = asked.iter().find(|r| last_user_text(r).contains("what-was-it")).expect("the continuation's request");
+    let history = serde_json::to_string(request.messages()).unwrap();
+    assert!(history.contains("I will remember 42"), "the first conversation is in the request: {history}");
+
+    // A fork branches it: the kept session and the first transcript stay as they were.
+    let session_file = data.join(format!("sessions/{session}.jsonl"));
+    let (session_before, transcript_before) = (std::fs::read(&session_file).unwrap(), std::fs::read(&kept).unwrap());
+    let mut fork = action("third", "fork-question", &["filesystem"], 60_000);
+    fork["continue"] = json!("first");
+    fork["fork"] = json!(true);
+    daemon.send_action(fork).await;
+    let third = daemon.next().await;
+    assert_eq!((third["success"].as_bool(), third["result"].as_str()), (Some(true), Some("forked: 42")), "{third}");
+    assert_ne!(third["sessionId"], json!(session), "{third}");
+    assert_eq!(std::fs::read(&session_file).unwrap(), session_before, "the forked session is unchanged");
+    assert_eq!(std::fs::read(&kept).unwrap(), transcript_before);
+
+    let mut gone = action("fourth", "remember-this", &["filesystem"], 60_000);
+    gone["continue"] = json!("never-ran");
+    daemon.send_action(gone).await;
+    let fourth = daemon.next().await;
+    assert_eq!(fourth["error"]["kind"], "session_not_found", "{fourth}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_continuation_of_a_session_runs_at_a_time() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let gate = Gate::new();
+    let held = gate.clone();
+    model.script("busy-base", move |r: &Request| {
+        if last_user_text(r).contains("busy-hold") { gated(&held, text("released")) } else { text("base done") }
+    });
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "2"]);
+    daemon.send_action(action("base", "busy-base", &["filesystem"], 60_000)).await;
+    assert_eq!(daemon.next().await["success"], true);
+    let mut hold = action("hold", "busy-hold", &["filesystem"], 60_000);
+    hold["continue"] = json!("base");
+    daemon.send_action(hold).await;
+    model.wait_for_requests(2).await;
+    let mut second = action("second", "busy-other", &["filesystem"], 60_000);
+    second["continue"] = json!("base");
+    daemon.send_action(second).await;
+    let refused = daemon.next().await;
+    assert_eq!(
+        (refused["taskId"].as_str(), refused["error"]["kind"].as_str()),
+        (Some("second"), Some("session_busy")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["retryable"], true);
+    gate.open();
+    let held = daemon.next().await;
+    assert_eq!((held["taskId"].as_str(), held["result"].as_str()), (Some("hold"), Some("released")), "{held}");
+    daemon.finish().await;
 }

@@ -95,7 +95,14 @@ async fn a_handle_then_worker_wait_with_progress_and_an_idempotent_retry() {
     let project = fs_project();
     let model = FakeModel::start().await;
     let gate = Gate::new();
-    model.script("slow-job", vec![gated(&gate, text("slow answer"))]);
+    let path = project.workspace().join("slow.txt").to_string_lossy().into_owned();
+    model.script(
+        "slow-job",
+        vec![
+            tool_use("mcp__filesystem__write_file", json!({"path": path, "content": "first step"})),
+            gated(&gate, text("slow answer")),
+        ],
+    );
     let mut driver = driver(&project, &model, &[], &[]);
 
     let args = json!({"task": "slow-job", "servers": ["filesystem"], "wait": 0, "idempotencyKey": "k-1"});
@@ -111,14 +118,28 @@ async fn a_handle_then_worker_wait_with_progress_and_an_idempotent_retry() {
 
     // worker_wait with a progress token hears progress while the worker runs.
     blocking(|| driver.start("w1", "worker_wait", json!({"taskIds": [task_id], "wait": 50}), true));
-    let progress = blocking(|| driver.expect(|e| e["id"] == "w1" && e["event"] == "progress", LINE_LIMIT));
-    assert!(progress["message"].as_str().unwrap().contains(&task_id), "{progress}");
+    // The notifications say what the worker did so far: turns, the tool it used.
+    let progress = blocking(|| {
+        driver.expect(
+            |e| {
+                e["id"] == "w1"
+                    && e["event"] == "progress"
+                    && e["message"].as_str().is_some_and(|m| m.contains("tools used: write_file"))
+            },
+            LINE_LIMIT,
+        )
+    });
+    let message = progress["message"].as_str().unwrap();
+    assert!(message.contains(&task_id) && message.contains("running"), "{progress}");
+    let status = call(&mut driver, "st", "worker_status", json!({"taskId": task_id}));
+    assert_eq!(status["structured"]["progress"]["toolsUsed"], json!(["write_file"]), "{status}");
     gate.open();
     let done = blocking(|| driver.outcome("w1", LINE_LIMIT));
     assert_eq!(done["event"], "result", "{done}");
     assert_eq!(done["structured"]["success"], true, "{done}");
     assert_eq!(done["structured"]["result"], "slow answer");
-    assert_eq!(model.requests_for("slow-job").len(), 1, "one worker for the two calls with one key");
+    let first_turns = model.requests_for("slow-job").iter().filter(|r| r.turn() == 0).count();
+    assert_eq!(first_turns, 1, "one worker for the two calls with one key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

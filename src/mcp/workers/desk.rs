@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
-use super::front::{Cancel, Front, FrontResult, Refusal, State, Status, Statuses, apply_key, millis, preview};
+use super::front::{
+    Cancel, Front, FrontResult, LastProgress, Refusal, State, Status, Statuses, apply_key, millis, preview,
+};
 use crate::pool::{CancelOutcome, Event, Pool};
 use crate::protocol::parse::{INVALID_PREFIX, Item, Limits, parse_action};
 use crate::protocol::{ErrorKind, Origin, Output, WorkerError, WorkerResult};
+use crate::worker::progress::ProgressLine;
 
 /// Finished actions kept for `worker_wait`/`worker_status` beyond this many are forgotten, oldest
 /// first (unfinished ones are always kept).
@@ -40,15 +43,24 @@ struct Book {
 pub struct Desk {
     pool: Pool,
     limits: Limits,
+    progress: Arc<LastProgress>,
     book: Mutex<Book>,
     /// Bumped whenever an action changes state.
     version: watch::Sender<u64>,
 }
 
 impl Desk {
-    /// A desk on `pool`, whose events arrive on `events`.
-    pub fn start(pool: Pool, limits: Limits, events: mpsc::Receiver<Event>) -> Arc<Self> {
-        let desk = Arc::new(Self { pool, limits, book: Mutex::default(), version: watch::channel(0).0 });
+    /// A desk on `pool`, whose events arrive on `events` and its workers' progress on `progress`.
+    pub fn start(
+        pool: Pool,
+        limits: Limits,
+        events: mpsc::Receiver<Event>,
+        progress: broadcast::Receiver<ProgressLine>,
+    ) -> Arc<Self> {
+        let last = Arc::new(LastProgress::default());
+        Arc::clone(&last).follow(progress);
+        let desk =
+            Arc::new(Self { pool, limits, progress: last, book: Mutex::default(), version: watch::channel(0).0 });
         tokio::spawn(Arc::clone(&desk).record(events));
         desk
     }
@@ -139,7 +151,9 @@ impl Desk {
     }
 
     fn status_now(&self, task_id: &str) -> Option<Status> {
-        self.book().entries.get(task_id).map(|entry| status_of(task_id, entry))
+        let mut status = self.book().entries.get(task_id).map(|entry| status_of(task_id, entry))?;
+        self.progress.annotate(&mut status);
+        Some(status)
     }
 
     /// How many actions are unfinished.
@@ -228,5 +242,6 @@ fn status_of(task_id: &str, entry: &Entry) -> Status {
         elapsed_ms: millis(entry.accepted.elapsed()),
         running_ms,
         result: entry.result.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+        progress: None,
     }
 }

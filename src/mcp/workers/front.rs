@@ -36,6 +36,81 @@ pub struct Status {
     /// Its `worker_result`, once done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// Its latest `worker_progress` line while it runs (turns, tools used so far, the event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
+}
+
+/// The latest progress line of each running worker, fed by the workers' progress broadcast.
+#[derive(Default)]
+pub struct LastProgress {
+    latest: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+}
+
+impl LastProgress {
+    /// At most this many workers are remembered (a worker's entry goes when its result is read).
+    const MAX: usize = 10_000;
+
+    /// Keeps the latest line of each worker from `lines` until the sender goes away.
+    pub fn follow(
+        self: std::sync::Arc<Self>,
+        mut lines: tokio::sync::broadcast::Receiver<crate::worker::progress::ProgressLine>,
+    ) {
+        tokio::spawn(async move {
+            loop {
+                match lines.recv().await {
+                    Ok(line) => {
+                        let mut latest = self.lock();
+                        if latest.len() >= Self::MAX && !latest.contains_key(&line.task_id) {
+                            continue;
+                        }
+                        let value = serde_json::to_value(&line).unwrap_or_default();
+                        latest.insert(line.task_id, value);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Value>> {
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts the latest line into a running worker's status; forgets it once the worker is done.
+    pub fn annotate(&self, status: &mut Status) {
+        if status.state == State::Done {
+            self.lock().remove(&status.task_id);
+        } else {
+            status.progress = self.lock().get(&status.task_id).cloned();
+        }
+    }
+}
+
+/// A progress notification's text for one worker: its state, time, turns, tools, last event.
+pub fn progress_text(status: &Status) -> String {
+    let state = match status.state {
+        State::Queued => "queued",
+        State::Running => "running",
+        State::Done => "done",
+    };
+    let mut text = format!("{}: {state} {} s", status.task_id, status.elapsed_ms / 1000);
+    if let Some(p) = &status.progress {
+        let tools: Vec<&str> =
+            p["toolsUsed"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        text.push_str(&format!(", {} turns", p["turns"].as_u64().unwrap_or(0)));
+        if !tools.is_empty() {
+            text.push_str(&format!(", tools used: {}", tools.join(", ")));
+        }
+        if let Some(event) = p["event"].as_str() {
+            text.push_str(&format!(", last: {event}"));
+            if let Some(tool) = p["tool"].as_str() {
+                text.push_str(&format!(" {tool}"));
+            }
+        }
+    }
+    text
 }
 
 /// Why an action was not accepted: its kind and message, as the tool error carries them.

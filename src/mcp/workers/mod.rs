@@ -54,8 +54,11 @@ pub async fn run_stdio(daemon: Arc<DaemonSettings>, settings: &WorkersSettings) 
     let force = crate::shutdown::on_signals(shutdown.clone())?;
     let _containment = crate::worker::process::Containment::start()?;
     let (events_tx, events) = mpsc::channel(1024);
+    // Every worker reports progress: the desk keeps each one's latest line for waiting calls.
+    let (progress_tx, progress) = tokio::sync::broadcast::channel(1024);
+    let daemon = daemon.with_progress(crate::worker::progress::Sink::broadcast(progress_tx, true));
     let (pool, finished) = Pool::start(Arc::clone(&daemon), events_tx, Stopping::immediate(&shutdown, &force));
-    let desk = desk::Desk::start(pool, daemon.limits, events);
+    let desk = desk::Desk::start(pool, daemon.limits, events, progress);
     let server = WorkersServer::new(Arc::clone(&desk) as Arc<dyn Front>, &daemon.registry, settings.server());
     tracing::info!(
         max_workers = daemon.max_workers,

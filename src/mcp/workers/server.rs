@@ -14,7 +14,7 @@ use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
-use super::front::{Cancel, Front, Refusal, State, Status};
+use super::front::{Cancel, Front, Refusal, State, Status, progress_text};
 use crate::protocol::{ErrorKind, WorkerError};
 use crate::registry::Registry;
 
@@ -66,7 +66,10 @@ fn object(value: Value) -> Arc<JsonObject> {
 /// names as the servers' enum, and `wait` and `idempotencyKey`. Pure.
 pub fn spawn_schema(registry: &Registry, default_wait: Duration) -> Value {
     let action: Value = serde_json::from_str(crate::protocol::schema::SCHEMA_TEXT).unwrap_or_default();
+    let defs = action.get("$defs").cloned().unwrap_or_default();
     let mut properties = action.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+    // A tool's schema stands alone: MCP hosts do not all resolve `$ref`s.
+    properties.values_mut().for_each(|p| inline_refs(p, &defs, 0));
     // `type` is the tool's own; `data` is the nested shape of the same fields, for agents' JSON.
     properties.remove("type");
     properties.remove("data");
@@ -114,6 +117,24 @@ pub fn spawn_schema(registry: &Registry, default_wait: Duration) -> Value {
         }),
         "additionalProperties": false,
     })
+}
+
+/// Replaces each `{"$ref": "#/$defs/NAME"}` below `value` by a copy of that definition.
+fn inline_refs(value: &mut Value, defs: &Value, depth: usize) {
+    const MAX_DEPTH: usize = 8;
+    match value {
+        Value::Object(map) => {
+            let target = map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/"));
+            if let Some(found) = target.and_then(|name| defs.get(name)).filter(|_| depth < MAX_DEPTH) {
+                *value = found.clone();
+                inline_refs(value, defs, depth + 1);
+            } else {
+                map.values_mut().for_each(|v| inline_refs(v, defs, depth));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| inline_refs(v, defs, depth)),
+        _ => {}
+    }
 }
 
 fn wait_property() -> Value {
@@ -275,7 +296,7 @@ impl ProgressTicker {
                 let mut states = Vec::new();
                 for id in &ids {
                     states.push(match front.status(id).await {
-                        Ok(Some(s)) => format!("{id}: {} ({} s)", state_word(s.state), s.elapsed_ms / 1000),
+                        Ok(Some(s)) => progress_text(&s),
                         Ok(None) => format!("{id}: unknown"),
                         Err(_) => format!("{id}: (the journal does not answer)"),
                     });
