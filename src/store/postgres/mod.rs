@@ -89,9 +89,11 @@ macro_rules! in_tx {
     ($self:ident, $wakes:expr, |$c:ident, $now:ident| $body:expr) => {{
         let conn = $self.pool.get().await?;
         let $c: &Conn = &conn;
-        $c.begin().await?;
+        // BEGIN and the read of "now" in one round trip (tokio-postgres pipelines them).
+        let (begun, now) = tokio::join!($c.begin(), $self.now($c));
         let outcome: Result<_> = async {
-            let $now = $self.now($c).await?;
+            begun?;
+            let $now = now?;
             let value = $body;
             $self.announce($c, $wakes).await?;
             Ok(value)
