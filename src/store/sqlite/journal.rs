@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::threads::Effects;
 use crate::protocol::WorkerResult;
-use crate::store::types::KEEP_EVENTS;
+use crate::store::types::{KEEP_EVENTS, result_value as to_value, shown_action};
 use crate::store::{
     ActionRecord, ActionState, EventKind, EventRecord, Millis, Recovery, Result, StoreError, Unfinished,
 };
@@ -96,13 +96,8 @@ pub fn action(conn: &Connection, task_id: &str) -> Result<Option<ActionRecord>> 
     let Some((task_id, state, action, result, accepted_ms, started_ms, finished_ms)) = row else {
         return Ok(None);
     };
-    let state = parse_state(&task_id, &state)?;
-    // `accept` stores `{"index": i, "action": {...}}`; show the action itself.
-    let mut stored: Value = serde_json::from_str(&action).unwrap_or(Value::Null);
-    let action = match stored.get_mut("action") {
-        Some(inner) => inner.take(),
-        None => stored,
-    };
+    let state = ActionState::parse_stored(&task_id, &state)?;
+    let action = shown_action(&action);
     let result = result.and_then(|r| serde_json::from_str(&r).ok());
     Ok(Some(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms }))
 }
@@ -128,12 +123,7 @@ pub fn recover(conn: &Connection) -> Result<Recovery> {
         stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
     for row in rows {
         let (task_id, state, action) = row?;
-        let action =
-            serde_json::from_str(&action).map_err(|e| StoreError::Corrupt(format!("action {task_id}: {e}")))?;
-        match parse_state(&task_id, &state)? {
-            ActionState::Running => recovery.interrupted.push((task_id, action)),
-            ActionState::Accepted | ActionState::Done => recovery.pending.push((task_id, action)),
-        }
+        recovery.add(task_id, &state, &action)?;
     }
     Ok(recovery)
 }
@@ -147,16 +137,8 @@ pub fn unfinished(conn: &Connection) -> Result<Unfinished> {
     Ok(Unfinished { accepted: accepted.max(0).unsigned_abs(), running: running.max(0).unsigned_abs() })
 }
 
-fn parse_state(task_id: &str, state: &str) -> Result<ActionState> {
-    ActionState::parse(state).ok_or_else(|| StoreError::Corrupt(format!("action {task_id}: state {state}")))
-}
-
 fn insert_event(conn: &Connection, task_id: &str, kind: EventKind, data: Value, now: Millis) -> Result<EventRecord> {
     conn.prepare_cached("INSERT INTO events (task_id, kind, data, at_ms) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![task_id, kind.as_str(), data.to_string(), now])?;
     Ok(EventRecord { id: conn.last_insert_rowid(), kind, data })
-}
-
-fn to_value(result: &WorkerResult) -> Result<Value> {
-    serde_json::to_value(result).map_err(|e| StoreError::Corrupt(format!("cannot serialise a result: {e}")))
 }
