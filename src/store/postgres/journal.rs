@@ -75,6 +75,12 @@ pub async fn finish(c: &Conn, result: &WorkerResult, now: Millis) -> Result<Opti
     Ok(Some(event))
 }
 
+pub async fn purge_actions(c: &Conn, before: Millis) -> Result<(u64, u64)> {
+    let actions = c.prepare("DELETE FROM actions WHERE state = 'done' AND finished_ms < $1").await?;
+    let events = c.prepare("DELETE FROM events WHERE at_ms < $1").await?;
+    Ok((c.client.execute(&actions, &[&before]).await?, c.client.execute(&events, &[&before]).await?))
+}
+
 pub async fn action(c: &Conn, task_id: &str) -> Result<Option<ActionRecord>> {
     let select = c
         .prepare(

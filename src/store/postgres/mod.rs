@@ -262,6 +262,10 @@ impl QueueStore for PgStore {
         in_tx!(self, Wakes::Nothing, |c, now| queue::any_active_worker(c, now).await?)
     }
 
+    async fn purge_tasks(&self, keep: Duration) -> Result<u64> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::purge_tasks(c, now.saturating_sub(millis(keep))).await?)
+    }
+
     async fn maintain(&self) -> Result<()> {
         // PostgreSQL's autovacuum keeps the tables; nothing to do per sweep.
         Ok(())
@@ -311,6 +315,10 @@ impl Journal for PgStore {
 
     async fn recover(&self) -> Result<Recovery> {
         read!(self, |c| journal::recover(c).await)
+    }
+
+    async fn purge_actions(&self, keep: Duration) -> Result<(u64, u64)> {
+        in_tx!(self, Wakes::Nothing, |c, now| journal::purge_actions(c, now.saturating_sub(millis(keep))).await?)
     }
 
     async fn unfinished(&self) -> Result<Unfinished> {

@@ -169,6 +169,11 @@ pub async fn sweep(c: &Conn, now: Millis, max_attempts: u32) -> Result<SweepRepo
     Ok(report)
 }
 
+pub async fn purge_tasks(c: &Conn, before: Millis) -> Result<u64> {
+    let delete = c.prepare("DELETE FROM tasks WHERE state IN ('done', 'dead') AND updated_ms < $1").await?;
+    Ok(c.client.execute(&delete, &[&before]).await?)
+}
+
 pub async fn task(c: &Conn, task_id: &str) -> Result<Option<Task>> {
     let select = c.prepare(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1")).await?;
     c.client.query_opt(&select, &[&task_id]).await?.as_ref().map(task_from_row).transpose()

@@ -75,6 +75,15 @@ pub fn finish(conn: &Connection, result: &WorkerResult, now: Millis) -> Result<(
     Ok((Some(event), Effects::EVENTS))
 }
 
+pub fn purge_actions(conn: &Connection, before: Millis) -> Result<((u64, u64), Effects)> {
+    let actions = conn
+        .prepare_cached("DELETE FROM actions WHERE state = 'done' AND finished_ms < ?1")?
+        .execute(params![before])?;
+    let events = conn.prepare_cached("DELETE FROM events WHERE at_ms < ?1")?.execute(params![before])?;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(((count(actions), count(events)), Effects::NONE))
+}
+
 pub fn action(conn: &Connection, task_id: &str) -> Result<Option<ActionRecord>> {
     let row = conn
         .prepare_cached(
