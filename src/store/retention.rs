@@ -28,7 +28,9 @@ pub async fn run(queue: Arc<dyn QueueStore>, journal: Arc<dyn Journal>, keep: Du
         }
         match journal.purge_actions(keep).await {
             Ok((0, 0)) => {}
-            Ok((actions, events)) => tracing::info!(actions, events, ?keep, "retention: old actions and events deleted"),
+            Ok((actions, events)) => {
+                tracing::info!(actions, events, ?keep, "retention: old actions and events deleted")
+            }
             Err(err) => tracing::warn!(error = %err, "retention: cannot delete old actions"),
         }
     }

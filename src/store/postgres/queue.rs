@@ -34,15 +34,16 @@ fn task_from_row(row: &Row) -> Result<Task> {
 }
 
 pub async fn enqueue(c: &Conn, prompts: &[String], now: Millis) -> Result<Vec<String>> {
+    // One statement for the whole batch; `seq` is assigned in the arrays' order.
     let insert = c
-        .prepare("INSERT INTO tasks (id, prompt, state, created_ms, updated_ms) VALUES ($1, $2, 'queued', $3, $3)")
+        .prepare(
+            "INSERT INTO tasks (id, prompt, state, created_ms, updated_ms)
+             SELECT id, prompt, 'queued', $3, $3 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(id, prompt, n)
+             ORDER BY n",
+        )
         .await?;
-    let mut ids = Vec::with_capacity(prompts.len());
-    for prompt in prompts {
-        let id = new_id("task", now);
-        c.client.execute(&insert, &[&id, prompt, &now]).await?;
-        ids.push(id);
-    }
+    let ids: Vec<String> = prompts.iter().map(|_| new_id("task", now)).collect();
+    c.client.execute(&insert, &[&ids, &prompts, &now]).await?;
     Ok(ids)
 }
 
