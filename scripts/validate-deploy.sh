@@ -11,7 +11,8 @@
 #                      its npm locks accepts the image's Node (the `engines` ranges)
 #   compose.yaml     `docker-compose config -q` (Debian's docker-compose) and the Compose
 #                    specification's JSON Schema (check-jsonschema 0.39.0, vendor.compose-spec),
-#                    both with .env made from .env.example
+#                    both with .env made from .env.example; the same for compose.yaml +
+#                    compose.postgres.yaml (and that it refuses an unset POSTGRES_PASSWORD)
 #   systemd unit     `systemd-analyze verify` in a scratch root holding systemd's own units and a
 #                    placeholder /usr/local/bin/mcp-workers (verify checks that ExecStart is an
 #                    executable there); any line it prints fails, since it exits 0 on "ignoring" errors
@@ -169,6 +170,24 @@ if "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yam
   pass "Compose specification JSON Schema"
 else
   fail "Compose specification JSON Schema"
+fi
+cp compose.postgres.yaml "$SCRATCH/compose/compose.postgres.yaml"
+show "(cd <scratch> && POSTGRES_PASSWORD=x docker-compose -f compose.yaml -f compose.postgres.yaml config -q)"
+if (cd "$SCRATCH/compose" && POSTGRES_PASSWORD=x docker-compose -f compose.yaml -f compose.postgres.yaml config -q) >&2; then
+  pass "docker-compose config compose.yaml + compose.postgres.yaml"
+else
+  fail "docker-compose config compose.yaml + compose.postgres.yaml"
+fi
+if (cd "$SCRATCH/compose" && env -u POSTGRES_PASSWORD docker-compose -f compose.yaml -f compose.postgres.yaml config -q) >/dev/null 2>&1; then
+  fail "compose.postgres.yaml must refuse an unset POSTGRES_PASSWORD"
+else
+  pass "compose.postgres.yaml refuses an unset POSTGRES_PASSWORD"
+fi
+show check-jsonschema --builtin-schema vendor.compose-spec compose.postgres.yaml
+if "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.postgres.yaml >&2; then
+  pass "Compose specification JSON Schema (compose.postgres.yaml)"
+else
+  fail "Compose specification JSON Schema (compose.postgres.yaml)"
 fi
 
 # --- systemd unit ---------------------------------------------------------------------------

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// the container's stop grace / systemd's TimeoutStopSec.
     #[arg(long, env = "MCP_WORKERS_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long done and dead tasks, finished actions and events are kept (checked every
+    /// minute); `0` keeps everything.
+    #[arg(long, env = "MCP_WORKERS_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
@@ -51,6 +55,7 @@ pub struct ServeSettings {
     pub guard: HostGuard,
     pub api_token: Option<String>,
     pub shutdown_grace: Duration,
+    pub retention: Duration,
     pub store: StoreLocation,
     pub queue: QueueSettings,
     pub daemon: Arc<DaemonSettings>,
@@ -72,6 +77,7 @@ impl ServeArgs {
             guard: HostGuard::loopback_and(&self.allow_hosts),
             api_token,
             shutdown_grace: self.shutdown_grace,
+            retention: self.retention,
             store: super::store_location(global)?,
             queue: self.queue.settings(),
             workers: self.tools.settings(self.queue.progress_interval)?,
@@ -99,6 +105,10 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
     // or one PostgreSQL pool.
     let store = super::open_store(&settings.store).await?;
     store.own_journal().await.context("cannot serve")?;
+    if !settings.retention.is_zero() {
+        let (queue, journal) = (store.queue.clone(), store.journal.clone());
+        tokio::spawn(crate::store::retention::run(queue, journal, settings.retention, shutdown.clone()));
+    }
     let queue = crate::mcp::queue::start_on(store.queue, &settings.queue, &shutdown);
     let running = Service::start(
         settings.daemon.clone(),

@@ -19,6 +19,7 @@ pub(crate) mod contract;
 pub mod ids;
 pub mod open;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 pub mod types;
 
@@ -105,6 +106,9 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn counts(&self) -> Result<Counts>;
     /// Whether some worker is active now.
     async fn any_active_worker(&self) -> Result<bool>;
+    /// Retention: deletes done and dead tasks last changed more than `keep` ago; returns how
+    /// many.
+    async fn purge_tasks(&self, keep: Duration) -> Result<u64>;
     /// Background upkeep, called every sweep, off the path of claims and submits (SQLite:
     /// checkpoints the WAL).
     async fn maintain(&self) -> Result<()>;
@@ -141,6 +145,9 @@ pub trait Journal: Send + Sync + 'static {
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>>;
     /// What a previous run left: running actions and not-yet-started ones, oldest first.
     async fn recover(&self) -> Result<Recovery>;
+    /// Retention: deletes done actions finished more than `keep` ago, and events written more
+    /// than `keep` ago (the oldest, so the kept ids stay gap-free); returns (actions, events).
+    async fn purge_actions(&self, keep: Duration) -> Result<(u64, u64)>;
     /// How many actions are accepted and how many running.
     async fn unfinished(&self) -> Result<Unfinished>;
     /// Wakes when events may have been appended, through this handle or any other.

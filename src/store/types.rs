@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Millis;
+use super::{Millis, Result, StoreError};
+use crate::protocol::WorkerResult;
 
 /// Events kept for resumption; older ones are trimmed.
 pub const KEEP_EVENTS: i64 = 100_000;
@@ -168,14 +169,6 @@ pub struct EventRecord {
     pub data: Value,
 }
 
-/// `accept` stores `{"index": i, "action": {...}}`: the action itself, for an [`ActionRecord`].
-pub fn unwrap_stored_action(mut stored: Value) -> Value {
-    match stored.get_mut("action") {
-        Some(inner) => inner.take(),
-        None => stored,
-    }
-}
-
 /// An action as the journal knows it (the body of `GET /v1/tasks/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -206,4 +199,39 @@ pub struct Recovery {
 pub struct Unfinished {
     pub accepted: u64,
     pub running: u64,
+}
+
+/// Shared by every backend's journal: how stored rows become the types above.
+impl ActionState {
+    /// An action's stored state, or a `Corrupt` error naming the action.
+    pub fn parse_stored(task_id: &str, state: &str) -> Result<Self> {
+        Self::parse(state).ok_or_else(|| StoreError::Corrupt(format!("action {task_id}: state {state}")))
+    }
+}
+
+/// What `GET /v1/tasks/{id}` shows of a stored action: `accept` stores
+/// `{"index": i, "action": {...}}`; the action itself.
+pub fn shown_action(stored: &str) -> Value {
+    let mut stored: Value = serde_json::from_str(stored).unwrap_or(Value::Null);
+    match stored.get_mut("action") {
+        Some(inner) => inner.take(),
+        None => stored,
+    }
+}
+
+/// A result as the journal stores it.
+pub fn result_value(result: &WorkerResult) -> Result<Value> {
+    serde_json::to_value(result).map_err(|e| StoreError::Corrupt(format!("cannot serialise a result: {e}")))
+}
+
+impl Recovery {
+    /// Files one unfinished stored action (rows come oldest first).
+    pub fn add(&mut self, task_id: String, state: &str, action: &str) -> Result<()> {
+        let action = serde_json::from_str(action).map_err(|e| StoreError::Corrupt(format!("action {task_id}: {e}")))?;
+        match ActionState::parse_stored(&task_id, state)? {
+            ActionState::Running => self.interrupted.push((task_id, action)),
+            ActionState::Accepted | ActionState::Done => self.pending.push((task_id, action)),
+        }
+        Ok(())
+    }
 }

@@ -293,3 +293,30 @@ fn serve_is_unready_while_the_database_is_away_and_rides_out_its_return() {
     let mut driver = Driver::http(&server.url);
     poll_gets_task_enqueued_elsewhere(&mut driver, &schema);
 }
+
+#[test]
+fn the_daemons_listener_terminated_by_the_database_reconnects_and_wakeups_resume() {
+    let schema = Schema::new();
+    let dir = data_dir();
+    // Our own application_name, to find this daemon's connections among other tests'.
+    let url = format!("{}&application_name={}", schema.url(), schema.name);
+    let server = HttpServer::start(dir.path(), &["--store", &url, "--timeout=50", "--progress-interval", "200ms"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let killed: i64 = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+                &[&schema.name],
+            )
+            .await
+            .expect("terminate")
+            .get(0)
+    });
+    assert_eq!(killed, 1, "the daemon has one listener connection");
+    server.wait_log("store listener reconnected");
+    let mut driver = Driver::http(&server.url);
+    poll_gets_task_enqueued_elsewhere(&mut driver, &schema);
+}

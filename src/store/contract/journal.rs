@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Harness, soon};
+use super::{Harness, ms, soon};
 use crate::protocol::{ErrorKind, Origin, WorkerError, WorkerResult};
 use crate::store::{ActionState, Clock, EventKind, Journal, Unfinished};
 
@@ -121,6 +121,28 @@ pub async fn concurrent_events_get_increasing_gap_free_ids(h: &impl Harness) {
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "increasing, no gap: {ids:?}");
     told.sort_unstable();
     assert_eq!(told, ids[50..], "each caller was told its own event's id");
+}
+
+pub async fn retention_removes_old_done_actions_and_old_events(h: &impl Harness) {
+    let clock = Clock::manual(1);
+    let journal = h.open(&clock).await;
+    let accepted = [("old".to_owned(), stored("old")), ("running".to_owned(), stored("running"))];
+    journal.accept(&accepted, &[]).await.unwrap();
+    journal.started("running").await.unwrap();
+    clock.set(5);
+    journal.finish(&result("old", None)).await.unwrap();
+    clock.set(50);
+    journal.accept(&[("new".to_owned(), stored("new"))], &[]).await.unwrap();
+    journal.finish(&result("new", None)).await.unwrap();
+    clock.set(100);
+    // Kept for 60 ms: "old" (finished at 5) and the events written before 40 go.
+    assert_eq!(journal.purge_actions(ms(60)).await.unwrap(), (1, 4));
+    assert!(journal.action("old").await.unwrap().is_none());
+    assert_eq!(journal.action("running").await.unwrap().unwrap().state, ActionState::Running, "unfinished stays");
+    assert!(journal.action("new").await.unwrap().is_some());
+    let left = journal.events_after(0, 100).await.unwrap();
+    assert_eq!(left.len(), 2);
+    assert_eq!(left[1].id, left[0].id + 1, "the kept ids stay gap-free");
 }
 
 pub async fn event_changes_wake_on_own_and_other_handles_events(h: &impl Harness) {

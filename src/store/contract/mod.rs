@@ -57,13 +57,15 @@ macro_rules! store_contract {
             data_survives_reopening,
             concurrent_claims_from_many_handles_never_share_a_task,
             concurrent_writes_on_one_handle_each_get_their_own_answer,
-            task_changes_wake_on_enqueue_release_requeue_and_other_handles
+            task_changes_wake_on_enqueue_release_requeue_and_other_handles,
+            retention_removes_only_finished_tasks_older_than_kept
         );
         $crate::store::contract::store_contract!(@cases $make; journal:
             lifecycle_recovery_and_resumable_events,
             a_failed_accept_records_nothing_and_spares_concurrent_writes,
             concurrent_events_get_increasing_gap_free_ids,
-            event_changes_wake_on_own_and_other_handles_events
+            event_changes_wake_on_own_and_other_handles_events,
+            retention_removes_old_done_actions_and_old_events
         );
     };
     (@cases $make:expr; $module:ident: $($case:ident),* $(,)?) => {

@@ -235,6 +235,30 @@ pub async fn concurrent_writes_on_one_handle_each_get_their_own_answer(h: &impl 
     }
 }
 
+pub async fn retention_removes_only_finished_tasks_older_than_kept(h: &impl Harness) {
+    let clock = Clock::manual(1);
+    let store = h.open(&clock).await;
+    let ids = store.enqueue(&prompts(&["done early", "dead", "done late", "queued", "leased"])).await.unwrap();
+    let w = store.create_worker(ms(1 << 30)).await.unwrap();
+    clock.set(10);
+    let t = store.claim(&w, ms(5)).await.unwrap().unwrap();
+    store.submit(&w, &t.id, "a").await.unwrap();
+    clock.set(20);
+    store.claim(&w, ms(1)).await.unwrap().unwrap();
+    clock.set(21);
+    assert_eq!(store.sweep(1).await.unwrap().dead, 1);
+    clock.set(30);
+    let t = store.claim(&w, ms(1 << 20)).await.unwrap().unwrap();
+    store.submit(&w, &t.id, "c").await.unwrap();
+    store.claim(&w, ms(1 << 20)).await.unwrap().unwrap(); // "queued" is leased now ...
+    clock.set(1_000);
+    // Kept for 975 ms: only what finished before 25 goes (done at 10, dead at 21).
+    assert_eq!(store.purge_tasks(ms(975)).await.unwrap(), 2);
+    let left: Vec<String> = store.tasks(None, 10).await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(left, ids[2..]);
+    assert_eq!(store.purge_tasks(ms(975)).await.unwrap(), 0);
+}
+
 pub async fn task_changes_wake_on_enqueue_release_requeue_and_other_handles(h: &impl Harness) {
     let clock = Clock::manual(1);
     let store = h.open(&clock).await;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::pool::Conn;
 use crate::protocol::WorkerResult;
-use crate::store::types::KEEP_EVENTS;
+use crate::store::types::{KEEP_EVENTS, result_value as to_value, shown_action};
 use crate::store::{
     ActionRecord, ActionState, EventKind, EventRecord, Millis, Recovery, Result, StoreError, Unfinished,
 };
@@ -75,6 +75,12 @@ pub async fn finish(c: &Conn, result: &WorkerResult, now: Millis) -> Result<Opti
     Ok(Some(event))
 }
 
+pub async fn purge_actions(c: &Conn, before: Millis) -> Result<(u64, u64)> {
+    let actions = c.prepare("DELETE FROM actions WHERE state = 'done' AND finished_ms < $1").await?;
+    let events = c.prepare("DELETE FROM events WHERE at_ms < $1").await?;
+    Ok((c.client.execute(&actions, &[&before]).await?, c.client.execute(&events, &[&before]).await?))
+}
+
 /// The columns [`record`] reads (a macro: statements are `&'static str`).
 macro_rules! record_columns {
     () => {
@@ -84,13 +90,13 @@ macro_rules! record_columns {
 
 fn record(row: &tokio_postgres::Row) -> Result<ActionRecord> {
     let task_id: String = row.try_get(0)?;
-    let state = parse_state(&task_id, &row.try_get::<_, String>(1)?)?;
-    let stored: Value = serde_json::from_str(&row.try_get::<_, String>(2)?).unwrap_or(Value::Null);
+    let state = ActionState::parse_stored(&task_id, &row.try_get::<_, String>(1)?)?;
+    let action = shown_action(&row.try_get::<_, String>(2)?);
     let result = row.try_get::<_, Option<String>>(3)?.and_then(|r| serde_json::from_str(&r).ok());
     Ok(ActionRecord {
         task_id,
         state,
-        action: crate::store::types::unwrap_stored_action(stored),
+        action,
         result,
         accepted_ms: row.try_get(4)?,
         started_ms: row.try_get(5)?,
@@ -132,13 +138,7 @@ pub async fn recover(c: &Conn) -> Result<Recovery> {
     let select = c.prepare("SELECT task_id, state, action FROM actions WHERE state <> 'done' ORDER BY seq").await?;
     let mut recovery = Recovery::default();
     for row in c.client.query(&select, &[]).await? {
-        let (task_id, state, action): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let action =
-            serde_json::from_str(&action).map_err(|e| StoreError::Corrupt(format!("action {task_id}: {e}")))?;
-        match parse_state(&task_id, &state)? {
-            ActionState::Running => recovery.interrupted.push((task_id, action)),
-            ActionState::Accepted | ActionState::Done => recovery.pending.push((task_id, action)),
-        }
+        recovery.add(row.try_get(0)?, &row.try_get::<_, String>(1)?, &row.try_get::<_, String>(2)?)?;
     }
     Ok(recovery)
 }
@@ -154,10 +154,6 @@ pub async fn unfinished(c: &Conn) -> Result<Unfinished> {
     Ok(Unfinished { accepted: accepted.max(0).unsigned_abs(), running: running.max(0).unsigned_abs() })
 }
 
-fn parse_state(task_id: &str, state: &str) -> Result<ActionState> {
-    ActionState::parse(state).ok_or_else(|| StoreError::Corrupt(format!("action {task_id}: state {state}")))
-}
-
 async fn insert_event(c: &Conn, task_id: &str, kind: EventKind, data: Value, now: Millis) -> Result<EventRecord> {
     let insert = c
         .prepare(
@@ -167,8 +163,4 @@ async fn insert_event(c: &Conn, task_id: &str, kind: EventKind, data: Value, now
         .await?;
     let row = c.client.query_one(&insert, &[&task_id, &kind.as_str(), &data.to_string(), &now]).await?;
     Ok(EventRecord { id: row.try_get(0)?, kind, data })
-}
-
-fn to_value(result: &WorkerResult) -> Result<Value> {
-    serde_json::to_value(result).map_err(|e| StoreError::Corrupt(format!("cannot serialise a result: {e}")))
 }

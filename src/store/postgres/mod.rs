@@ -89,9 +89,11 @@ macro_rules! in_tx {
     ($self:ident, $wakes:expr, |$c:ident, $now:ident| $body:expr) => {{
         let conn = $self.pool.get().await?;
         let $c: &Conn = &conn;
-        $c.begin().await?;
+        // BEGIN and the read of "now" in one round trip (tokio-postgres pipelines them).
+        let (begun, now) = tokio::join!($c.begin(), $self.now($c));
         let outcome: Result<_> = async {
-            let $now = $self.now($c).await?;
+            begun?;
+            let $now = now?;
             let value = $body;
             $self.announce($c, $wakes).await?;
             Ok(value)
@@ -260,6 +262,10 @@ impl QueueStore for PgStore {
         in_tx!(self, Wakes::Nothing, |c, now| queue::any_active_worker(c, now).await?)
     }
 
+    async fn purge_tasks(&self, keep: Duration) -> Result<u64> {
+        in_tx!(self, Wakes::Nothing, |c, now| queue::purge_tasks(c, now.saturating_sub(millis(keep))).await?)
+    }
+
     async fn maintain(&self) -> Result<()> {
         // PostgreSQL's autovacuum keeps the tables; nothing to do per sweep.
         Ok(())
@@ -313,6 +319,10 @@ impl Journal for PgStore {
 
     async fn recover(&self) -> Result<Recovery> {
         read!(self, |c| journal::recover(c).await)
+    }
+
+    async fn purge_actions(&self, keep: Duration) -> Result<(u64, u64)> {
+        in_tx!(self, Wakes::Nothing, |c, now| journal::purge_actions(c, now.saturating_sub(millis(keep))).await?)
     }
 
     async fn unfinished(&self) -> Result<Unfinished> {

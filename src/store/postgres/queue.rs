@@ -3,6 +3,7 @@
 //! database clock, or the tests' manual clock).
 
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::pool::Conn;
 use crate::store::ids::new_id;
@@ -33,15 +34,16 @@ fn task_from_row(row: &Row) -> Result<Task> {
 }
 
 pub async fn enqueue(c: &Conn, prompts: &[String], now: Millis) -> Result<Vec<String>> {
+    // One statement for the whole batch; `seq` is assigned in the arrays' order.
     let insert = c
-        .prepare("INSERT INTO tasks (id, prompt, state, created_ms, updated_ms) VALUES ($1, $2, 'queued', $3, $3)")
+        .prepare(
+            "INSERT INTO tasks (id, prompt, state, created_ms, updated_ms)
+             SELECT id, prompt, 'queued', $3, $3 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(id, prompt, n)
+             ORDER BY n",
+        )
         .await?;
-    let mut ids = Vec::with_capacity(prompts.len());
-    for prompt in prompts {
-        let id = new_id("task", now);
-        c.client.execute(&insert, &[&id, prompt, &now]).await?;
-        ids.push(id);
-    }
+    let ids: Vec<String> = prompts.iter().map(|_| new_id("task", now)).collect();
+    c.client.execute(&insert, &[&ids, &prompts, &now]).await?;
     Ok(ids)
 }
 
@@ -63,24 +65,27 @@ pub async fn touch_worker(c: &Conn, worker_id: &str, now: Millis, active_until: 
 
 pub async fn claim(c: &Conn, worker_id: &str, now: Millis, lease_until: Millis) -> Result<Option<Task>> {
     // The oldest queued task not locked by another claim in flight; the lock is held until
-    // this transaction commits, so two claims never take one task.
+    // this transaction commits, so two claims never take one task. A worker holding a lease
+    // stays active at least as long as the lease (the second update, in the same statement).
     let claim = c
         .prepare(concat!(
-            "UPDATE tasks SET state = 'leased', owner = $1, lease_expires_ms = $3, attempts = attempts + 1,
-                 updated_ms = $2
-             WHERE seq = (SELECT seq FROM tasks WHERE state = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-             RETURNING ",
-            task_columns!()
+            "WITH claimed AS (
+                 UPDATE tasks SET state = 'leased', owner = $1, lease_expires_ms = $3, attempts = attempts + 1,
+                     updated_ms = $2
+                 WHERE seq = (SELECT seq FROM tasks WHERE state = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING ",
+            task_columns!(),
+            "
+             ), kept AS (
+                 UPDATE workers SET active_until_ms = greatest(active_until_ms, $3)
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM claimed)
+             )
+             SELECT ",
+            task_columns!(),
+            " FROM claimed"
         ))
         .await?;
-    let Some(row) = c.client.query_opt(&claim, &[&worker_id, &now, &lease_until]).await? else {
-        return Ok(None);
-    };
-    let task = task_from_row(&row)?;
-    // A worker holding a lease stays active at least as long as the lease.
-    let keep = c.prepare("UPDATE workers SET active_until_ms = greatest(active_until_ms, $2) WHERE id = $1").await?;
-    c.client.execute(&keep, &[&worker_id, &lease_until]).await?;
-    Ok(Some(task))
+    c.client.query_opt(&claim, &[&worker_id, &now, &lease_until]).await?.as_ref().map(task_from_row).transpose()
 }
 
 pub async fn release(c: &Conn, task_id: &str, worker_id: &str, now: Millis) -> Result<bool> {
@@ -96,12 +101,16 @@ pub async fn release(c: &Conn, task_id: &str, worker_id: &str, now: Millis) -> R
 
 pub async fn submit(c: &Conn, worker_id: &str, task_id: &str, response: &str, now: Millis) -> Result<SubmitOutcome> {
     let worker = c.prepare("SELECT 1 FROM workers WHERE id = $1").await?;
-    if c.client.query_opt(&worker, &[&worker_id]).await?.is_none() {
-        return Ok(SubmitOutcome::UnknownWorker);
-    }
     // FOR UPDATE: a sweep or claim in flight on this task finishes first (or waits for us).
     let task = c.prepare("SELECT state, owner FROM tasks WHERE id = $1 FOR UPDATE").await?;
-    let Some(row) = c.client.query_opt(&task, &[&task_id]).await? else {
+    // Both in one round trip.
+    let (worker_params, task_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&worker_id], [&task_id]);
+    let (worker, task) =
+        tokio::join!(c.client.query_opt(&worker, &worker_params), c.client.query_opt(&task, &task_params));
+    if worker?.is_none() {
+        return Ok(SubmitOutcome::UnknownWorker);
+    }
+    let Some(row) = task? else {
         return Ok(SubmitOutcome::UnknownTask);
     };
     let (state, owner): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
@@ -159,6 +168,11 @@ pub async fn sweep(c: &Conn, now: Millis, max_attempts: u32) -> Result<SweepRepo
     let remove = c.prepare("DELETE FROM workers WHERE active_until_ms < $1").await?;
     report.workers_removed = c.client.execute(&remove, &[&now]).await?;
     Ok(report)
+}
+
+pub async fn purge_tasks(c: &Conn, before: Millis) -> Result<u64> {
+    let delete = c.prepare("DELETE FROM tasks WHERE state IN ('done', 'dead') AND updated_ms < $1").await?;
+    Ok(c.client.execute(&delete, &[&before]).await?)
 }
 
 pub async fn task(c: &Conn, task_id: &str) -> Result<Option<Task>> {

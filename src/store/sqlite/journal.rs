@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::threads::Effects;
 use crate::protocol::WorkerResult;
-use crate::store::types::KEEP_EVENTS;
+use crate::store::types::{KEEP_EVENTS, result_value as to_value, shown_action};
 use crate::store::{
     ActionRecord, ActionState, EventKind, EventRecord, Millis, Recovery, Result, StoreError, Unfinished,
 };
@@ -85,10 +85,19 @@ fn record_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
 
 fn record(row: RecordRow) -> Result<ActionRecord> {
     let (task_id, state, action, result, accepted_ms, started_ms, finished_ms) = row;
-    let state = parse_state(&task_id, &state)?;
-    let action = crate::store::types::unwrap_stored_action(serde_json::from_str(&action).unwrap_or(Value::Null));
+    let state = ActionState::parse_stored(&task_id, &state)?;
+    let action = shown_action(&action);
     let result = result.and_then(|r| serde_json::from_str(&r).ok());
     Ok(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms })
+}
+
+pub fn purge_actions(conn: &Connection, before: Millis) -> Result<((u64, u64), Effects)> {
+    let actions = conn
+        .prepare_cached("DELETE FROM actions WHERE state = 'done' AND finished_ms < ?1")?
+        .execute(params![before])?;
+    let events = conn.prepare_cached("DELETE FROM events WHERE at_ms < ?1")?.execute(params![before])?;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(((count(actions), count(events)), Effects::NONE))
 }
 
 pub fn action(conn: &Connection, task_id: &str) -> Result<Option<ActionRecord>> {
@@ -131,12 +140,7 @@ pub fn recover(conn: &Connection) -> Result<Recovery> {
         stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
     for row in rows {
         let (task_id, state, action) = row?;
-        let action =
-            serde_json::from_str(&action).map_err(|e| StoreError::Corrupt(format!("action {task_id}: {e}")))?;
-        match parse_state(&task_id, &state)? {
-            ActionState::Running => recovery.interrupted.push((task_id, action)),
-            ActionState::Accepted | ActionState::Done => recovery.pending.push((task_id, action)),
-        }
+        recovery.add(task_id, &state, &action)?;
     }
     Ok(recovery)
 }
@@ -150,16 +154,8 @@ pub fn unfinished(conn: &Connection) -> Result<Unfinished> {
     Ok(Unfinished { accepted: accepted.max(0).unsigned_abs(), running: running.max(0).unsigned_abs() })
 }
 
-fn parse_state(task_id: &str, state: &str) -> Result<ActionState> {
-    ActionState::parse(state).ok_or_else(|| StoreError::Corrupt(format!("action {task_id}: state {state}")))
-}
-
 fn insert_event(conn: &Connection, task_id: &str, kind: EventKind, data: Value, now: Millis) -> Result<EventRecord> {
     conn.prepare_cached("INSERT INTO events (task_id, kind, data, at_ms) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![task_id, kind.as_str(), data.to_string(), now])?;
     Ok(EventRecord { id: conn.last_insert_rowid(), kind, data })
-}
-
-fn to_value(result: &WorkerResult) -> Result<Value> {
-    serde_json::to_value(result).map_err(|e| StoreError::Corrupt(format!("cannot serialise a result: {e}")))
 }

@@ -171,6 +171,10 @@ impl QueueStore for SqliteStore {
         self.read(move |c| queue::any_active_worker(c, now)).await
     }
 
+    async fn purge_tasks(&self, keep: Duration) -> Result<u64> {
+        self.write(move |c, now| queue::purge_tasks(c, now.saturating_sub(millis(keep)))).await
+    }
+
     async fn maintain(&self) -> Result<()> {
         let checkpointer = Arc::clone(&self.checkpointer);
         // Rare (once per sweep) and it may fsync: the blocking pool is the right place.
@@ -219,6 +223,10 @@ impl Journal for SqliteStore {
 
     async fn recover(&self) -> Result<Recovery> {
         self.read(journal::recover).await
+    }
+
+    async fn purge_actions(&self, keep: Duration) -> Result<(u64, u64)> {
+        self.write(move |c, now| journal::purge_actions(c, now.saturating_sub(millis(keep)))).await
     }
 
     async fn unfinished(&self) -> Result<Unfinished> {

@@ -171,6 +171,13 @@ pub fn sweep(conn: &Connection, now: Millis, max_attempts: u32) -> Result<(Sweep
     Ok((report, if report.requeued > 0 { Effects::TASKS } else { Effects::NONE }))
 }
 
+pub fn purge_tasks(conn: &Connection, before: Millis) -> Result<(u64, Effects)> {
+    let n = conn
+        .prepare_cached("DELETE FROM tasks WHERE state IN ('done', 'dead') AND updated_ms < ?1")?
+        .execute(params![before])?;
+    Ok((to_u64(n), Effects::NONE))
+}
+
 pub fn task(conn: &Connection, task_id: &str) -> Result<Option<Task>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
