@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+pub mod retry;
 #[cfg(test)]
 mod tests;
 
@@ -287,6 +288,8 @@ impl Shared {
                 self.finish_unstarted(queued).await;
                 continue;
             };
+            let mut permit = Some(permit);
+            let slots = slots.clone();
             let this = self.clone();
             this.running.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(async move {
@@ -310,22 +313,12 @@ impl Shared {
                         let error = WorkerError::new(ErrorKind::InternalError, format!("not started: {why}"), true);
                         WorkerResult::failure(&task_id, origin, error)
                     }
-                    None => {
-                        // A panic anywhere in the worker (the child is killed by its guard as the
-                        // stack unwinds) is this action's `internal_error`, not a lost result.
-                        let job = admitted.job.clone();
-                        let run = AssertUnwindSafe(async { this.runner.run(job, stopper).await }).catch_unwind().await;
-                        run.unwrap_or_else(|panic| {
-                            let message = format!("the worker task panicked: {}", panic_message(panic.as_ref()));
-                            tracing::error!(task_id = %task_id, "{message}");
-                            let error = WorkerError::new(ErrorKind::InternalError, message, true);
-                            WorkerResult::failure(&task_id, origin, error)
-                        })
-                    }
+                    None => this.attempts(&admitted, &stopper, &mut permit, &slots).await,
                 };
                 result.queued = Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
-                drop(permit);
-                this.running.fetch_sub(1, Ordering::Relaxed);
+                if permit.take().is_some() {
+                    this.running.fetch_sub(1, Ordering::Relaxed);
+                }
                 drop(admitted);
                 this.emit(Output::Result(Box::new(result))).await;
             });
@@ -335,6 +328,82 @@ impl Shared {
         while let Some(queued) = pending.recv().await {
             self.finish_unstarted(queued).await;
         }
+    }
+
+    /// Runs the job, and again while it fails retryably and has retries left (`retries`): the
+    /// slot is given back during each backoff and taken again (behind the actions queued
+    /// meanwhile). The result is the last attempt's, with `attempts`, the failed attempts' kinds,
+    /// and the cost of all attempts.
+    async fn attempts(
+        self: &Arc<Self>,
+        admitted: &Admitted,
+        stopper: &Stopper,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        slots: &Arc<Semaphore>,
+    ) -> WorkerResult {
+        let retries = admitted.job.action.governance.retries;
+        let mut failed = Vec::new();
+        let mut cost: Option<f64> = None;
+        let mut attempt = 1;
+        loop {
+            let mut result = self.attempt(admitted, stopper).await;
+            if let Some(spent) = result.cost_usd {
+                cost = Some(cost.unwrap_or(0.0) + spent);
+            }
+            let again = match &result.error {
+                Some(error) if attempt <= retries && retry::retryable(error) && !stopper.cancel.is_cancelled() => {
+                    let hint = error.detail.retry_after_ms.map(std::time::Duration::from_millis);
+                    Some((error.kind, retry::backoff(self.settings.retry_backoff, attempt + 1, retry::jitter(), hint)))
+                }
+                _ => None,
+            };
+            let Some((kind, wait)) = again else {
+                if retries > 0 {
+                    result.governance.attempts = Some(attempt);
+                    result.governance.failed_attempts = failed;
+                    result.cost_usd = cost;
+                }
+                return result;
+            };
+            debug!(task_id = %admitted.job.action.task_id, attempt, kind = kind.as_str(), ?wait, "retrying");
+            failed.push(kind);
+            if permit.take().is_some() {
+                self.running.fetch_sub(1, Ordering::Relaxed);
+            }
+            let slot = tokio::select! {
+                biased;
+                _ = stopper.cancel.cancelled() => None,
+                _ = self.stopping.drain.cancelled() => None,
+                slot = async {
+                    tokio::time::sleep(wait).await;
+                    slots.clone().acquire_owned().await.ok()
+                } => slot,
+            };
+            let Some(slot) = slot else {
+                // Stopped while waiting: the failed attempt stands.
+                result.governance.attempts = Some(attempt);
+                result.governance.failed_attempts = failed[..failed.len() - 1].to_vec();
+                result.cost_usd = cost;
+                return result;
+            };
+            *permit = Some(slot);
+            self.running.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+        }
+    }
+
+    /// One run of the job. A panic anywhere in the worker (the child is killed by its guard as
+    /// the stack unwinds) is this action's `internal_error`, not a lost result.
+    async fn attempt(&self, admitted: &Admitted, stopper: &Stopper) -> WorkerResult {
+        let job = admitted.job.clone();
+        let (task_id, origin) = (&job.action.task_id, job.action.origin);
+        let run = AssertUnwindSafe(self.runner.run(job.clone(), stopper.clone())).catch_unwind().await;
+        run.unwrap_or_else(|panic| {
+            let message = format!("the worker task panicked: {}", panic_message(panic.as_ref()));
+            tracing::error!(task_id = %task_id, "{message}");
+            let error = WorkerError::new(ErrorKind::InternalError, message, true);
+            WorkerResult::failure(task_id, origin, error)
+        })
     }
 
     /// The one result of a job that never started (cancelled, or the daemon is stopping).

@@ -21,6 +21,8 @@ pub struct DaemonSettings {
     pub limits: Limits,
     pub max_workers: usize,
     pub max_line_bytes: usize,
+    /// The first wait before an action's retry (`retries`); it doubles with each attempt.
+    pub retry_backoff: std::time::Duration,
     /// The workers' scratch directory; removed when the last clone of the settings goes.
     pub scratch: Arc<Scratch>,
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::args::{GlobalArgs, parse_duration};
+use crate::args::{GlobalArgs, parse_duration, parse_positive_duration};
+use crate::protocol::governance::GovernanceLimits;
 use crate::protocol::parse::Limits;
 use crate::registry::Registry;
 use crate::scratch::Scratch;
@@ -54,9 +55,33 @@ pub struct WorkerArgs {
     /// files are read, and auth may come from ANTHROPIC_AUTH_TOKEN or an OAuth token).
     #[arg(long, env = "MCP_WORKERS_NO_BARE")]
     pub no_bare: bool,
+    /// `maxBudgetUsd` (USD) of an action that names none.
+    #[arg(long, env = "MCP_WORKERS_DEFAULT_MAX_BUDGET_USD", value_parser = parse_usd)]
+    pub default_max_budget_usd: Option<f64>,
+    /// The largest `maxBudgetUsd` (USD) an action may ask for; above it the action is refused.
+    #[arg(long, env = "MCP_WORKERS_MAX_BUDGET_USD_CEILING", value_parser = parse_usd)]
+    pub max_budget_usd_ceiling: Option<f64>,
+    /// `idleTimeout` of an action that names none: the longest silence while the model works.
+    #[arg(long, env = "MCP_WORKERS_IDLE_TIMEOUT", value_parser = parse_positive_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// `toolTimeout` of an action that names none: the longest one tool call may stay open.
+    #[arg(long, env = "MCP_WORKERS_TOOL_TIMEOUT", value_parser = parse_positive_duration)]
+    pub tool_timeout: Option<Duration>,
+    /// The first wait before an action's retry (`retries`); it doubles with each attempt, plus
+    /// jitter.
+    #[arg(long, env = "MCP_WORKERS_RETRY_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
     /// The longest input line (one JSON document) accepted, in bytes.
     #[arg(long, env = "MCP_WORKERS_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_line_bytes: usize,
+}
+
+/// A positive amount of US dollars.
+fn parse_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_end_matches("usd").parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(usd),
+        _ => Err(format!("{text:?} is not a positive amount of US dollars")),
+    }
 }
 
 fn default_max_workers() -> usize {
@@ -75,6 +100,11 @@ impl WorkerArgs {
     pub fn settings(&self, global: &GlobalArgs, need: NeedClaude) -> anyhow::Result<DaemonSettings> {
         if self.max_workers == 0 {
             bail!("--max-workers must be at least 1");
+        }
+        if let (Some(default), Some(ceiling)) = (self.default_max_budget_usd, self.max_budget_usd_ceiling) {
+            if default > ceiling {
+                bail!("--default-max-budget-usd ({default}) is above --max-budget-usd-ceiling ({ceiling})");
+            }
         }
         let root = std::path::absolute(&global.root)
             .and_then(|p| p.canonicalize())
@@ -124,9 +154,18 @@ impl WorkerArgs {
             registry: Arc::new(registry),
             registry_path,
             profiles,
-            limits: Limits { max_timeout: self.max_timeout },
+            limits: Limits {
+                max_timeout: self.max_timeout,
+                governance: GovernanceLimits {
+                    default_budget_usd: self.default_max_budget_usd,
+                    max_budget_usd: self.max_budget_usd_ceiling,
+                    default_idle_timeout: self.idle_timeout,
+                    default_tool_timeout: self.tool_timeout,
+                },
+            },
             max_workers: self.max_workers,
             max_line_bytes: self.max_line_bytes,
+            retry_backoff: self.retry_backoff,
             scratch,
         })
     }

@@ -4,6 +4,7 @@
 //! object per line: a `worker_result` per `spawn_worker` action, an `action_ack` per action of
 //! another type, an `error` per line that could not be read at all.
 
+pub mod governance;
 pub mod parse;
 pub mod schema;
 
@@ -31,10 +32,17 @@ pub enum ErrorKind {
     Shutdown,
     Interrupted,
     InternalError,
+    /// The action's `maxBudgetUsd` was reached (the CLI's `--max-budget-usd`).
+    BudgetExceeded,
+    /// The daemon-wide `--budget` window has no room for the action (policy `refuse`).
+    BudgetExhausted,
+    /// The watchdog saw no progress for longer than `idleTimeout` (or a tool call open longer
+    /// than `toolTimeout`).
+    IdleTimeout,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -47,6 +55,9 @@ impl ErrorKind {
         ErrorKind::Shutdown,
         ErrorKind::Interrupted,
         ErrorKind::InternalError,
+        ErrorKind::BudgetExceeded,
+        ErrorKind::BudgetExhausted,
+        ErrorKind::IdleTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,21 +74,29 @@ impl ErrorKind {
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::InternalError => "internal_error",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::BudgetExhausted => "budget_exhausted",
+            ErrorKind::IdleTimeout => "idle_timeout",
         }
     }
 }
 
 /// The `error` object of a failed `worker_result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WorkerError {
     pub kind: ErrorKind,
     pub message: String,
     pub retryable: bool,
+    /// Kind-specific details (`idle_timeout`: phase, tool, silence; `rate_limited`,
+    /// `budget_exhausted`: when to try again).
+    #[serde(flatten, default)]
+    pub detail: governance::ErrorDetail,
 }
 
 impl WorkerError {
     pub fn new(kind: ErrorKind, message: impl Into<String>, retryable: bool) -> Self {
-        Self { kind, message: message.into(), retryable }
+        Self { kind, message: message.into(), retryable, detail: governance::ErrorDetail::default() }
     }
 }
 
@@ -122,6 +141,9 @@ pub struct WorkerResult {
     /// Milliseconds the action waited for a free worker slot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
+    /// Retries, the model that answered: see [`governance::ResultGovernance`].
+    #[serde(flatten, default)]
+    pub governance: governance::ResultGovernance,
     #[serde(flatten)]
     pub origin: Origin,
 }
@@ -150,6 +172,7 @@ impl WorkerResult {
             servers: BTreeMap::new(),
             denied_tools: Vec::new(),
             queued: None,
+            governance: governance::ResultGovernance::default(),
             origin,
         }
     }
@@ -165,6 +188,8 @@ pub struct SpawnAction {
     pub profile: Option<String>,
     pub max_turns: Option<u32>,
     pub model: Option<String>,
+    /// Budget, watchdog, retries, fallback models.
+    pub governance: governance::Governance,
     pub origin: Origin,
 }
 
@@ -188,6 +213,7 @@ impl SpawnAction {
         if let Some(model) = &self.model {
             action["model"] = model.clone().into();
         }
+        self.governance.write_json(&mut action);
         action
     }
 }

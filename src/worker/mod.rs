@@ -10,6 +10,7 @@ pub mod mcp_log;
 pub mod outcome;
 pub mod process;
 pub mod stream;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,11 +21,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::protocol::governance::ResultGovernance;
 use crate::protocol::{ErrorKind, SpawnAction, WorkerError, WorkerResult, WorkerResultTag};
 use crate::registry::Selection;
 use command::{CliSettings, Invocation};
 use outcome::{Facts, Stop};
 use stream::Transcript;
+use watchdog::Watchdog;
 
 /// Every worker's environment names its task, so its processes can be found again.
 pub const TASK_ID_VAR: &str = "MCP_WORKERS_TASK_ID";
@@ -117,6 +120,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         max_turns: action.max_turns,
         model: action.model.as_deref(),
         timeout: action.timeout,
+        governance: &action.governance,
     };
     let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
     // Lets a restarted daemon recognise (and kill) what a crashed one left running.
@@ -125,12 +129,22 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
 
     let mut transcript = Transcript::default();
     let requested = &action.servers;
-    let ended = process::run(
+    let governance = &action.governance;
+    let mut dog = Watchdog::new(
+        governance.idle_timeout,
+        governance.tool_timeout,
+        settings.cli.mcp_connect_timeout,
+        tokio::time::Instant::now(),
+    );
+    // What the watchdog saw when it tripped (before the lines of the graceful stop came).
+    let mut tripped: Option<watchdog::Trip> = None;
+    let ended = process::run_watched(
         &plan,
         action.timeout,
         &stopper.cancel,
         || stopper.reason(),
         process::Grace { period: settings.kill_grace, skip: stopper.force.clone() },
+        dog.as_ref().and_then(Watchdog::deadline),
         |line| {
             let was_init = transcript.init_seen;
             transcript.feed(line);
@@ -138,11 +152,22 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             if !was_init && transcript.init_seen && !outcome::unavailable_servers(&transcript, requested).is_empty() {
                 return process::Verdict::Stop(Stop::McpUnavailable);
             }
-            process::Verdict::Continue
+            let Some(dog) = dog.as_mut() else { return process::Verdict::Continue };
+            let now = tokio::time::Instant::now();
+            if let Some(at) = dog.deadline().filter(|at| *at <= now) {
+                tripped.get_or_insert_with(|| dog.trip(at));
+            }
+            dog.observe(&transcript, now);
+            process::Verdict::Watch(dog.deadline())
         },
     )
     .await
     .map_err(|err| spawn_error(&plan.program, &err))?;
+    let trip = match (ended.stop, tripped, &dog) {
+        (Some(Stop::Idle), Some(trip), _) => Some(trip),
+        (Some(Stop::Idle), None, Some(dog)) => Some(dog.trip(dog.deadline().unwrap_or_else(tokio::time::Instant::now))),
+        _ => None,
+    };
 
     if ended.skipped_lines > 0 {
         warn!(lines = ended.skipped_lines, "skipped over-long lines from Claude Code");
@@ -161,7 +186,12 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         mcp_reasons: &mcp_reasons,
         timeout: action.timeout,
     };
-    let verdict = outcome::decide(&facts);
+    let mut verdict = outcome::decide(&facts);
+    if let (Some(trip), Some(error)) = (&trip, verdict.error.as_mut()) {
+        let (message, detail) = trip.describe();
+        warn!(phase = ?trip.phase, tool = trip.tool.as_deref(), "{message}");
+        (verdict.result, error.message, error.detail) = (message.clone(), message, detail);
+    }
     let servers = outcome::server_statuses(&facts);
     if let Err(err) = temp.close() {
         warn!("cannot remove the worker's temporary directory: {err}");
@@ -179,6 +209,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         servers,
         denied_tools: transcript.tools_denied(requested),
         queued: None,
+        governance: ResultGovernance { model: transcript.governed.model(), ..ResultGovernance::default() },
         origin: action.origin,
     })
 }

@@ -5,6 +5,7 @@
 mod contain;
 mod engine;
 mod fake_model_smoke;
+mod governance;
 mod notify;
 mod queue;
 mod queue_drain;

@@ -1,0 +1,200 @@
+//! Governed workers end to end (the built daemon, the real Claude Code CLI, the stand-in model):
+//! the per-action budget, the no-progress watchdog, retries, model fallback.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::daemon::{Daemon, Project, action};
+use crate::support::fake_model::{
+    FakeModel, Request, api_error_body, fail_then, slow, stall_mid_stream, status, text, tool_use, with_usage,
+};
+
+fn fs_project() -> Project {
+    Project::new(json!({ "filesystem": Project::filesystem_entry() }))
+}
+
+fn kind(result: &Value) -> &str {
+    result["error"]["kind"].as_str().unwrap_or("")
+}
+
+/// One action with extra fields, run to its one result; the daemon then ends cleanly.
+async fn run_one(project: &Project, model: &FakeModel, args: &[&str], action: Value) -> Value {
+    let mut daemon = Daemon::start(project, model, args);
+    daemon.send_action(action).await;
+    let result = daemon.next().await;
+    assert_eq!(result["type"], "worker_result", "{result}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "one result only: {status:?} {rest:?}");
+    assert!(project.processes(None).is_empty(), "no process left behind");
+    result
+}
+
+fn with(mut action: Value, fields: Value) -> Value {
+    for (key, value) in fields.as_object().expect("fields").clone() {
+        action[key] = value;
+    }
+    action
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_below_the_cost_of_the_work_ends_budget_exceeded_with_the_cost() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let workspace = project.workspace().to_string_lossy().into_owned();
+    // Every turn lists the workspace again and costs a lot of input tokens: the work never ends by itself.
+    model.script("spend-money", move |_: &Request| {
+        with_usage(20_000, 2_000, tool_use("mcp__filesystem__list_directory", json!({"path": workspace})))
+    });
+    let cap = 0.01;
+    let spend = with(action("b-1", "spend-money", &["filesystem"], 60_000), json!({"maxBudgetUsd": cap}));
+    let result = run_one(&project, &model, &[], spend).await;
+    assert_eq!(result["success"], false, "{result}");
+    assert_eq!(kind(&result), "budget_exceeded", "{result}");
+    assert_eq!(result["error"]["retryable"], false, "{result}");
+    let cost = result["costUsd"].as_f64().unwrap_or(0.0);
+    assert!(cost >= cap, "the cost so far ({cost}) is at least the cap: {result}");
+    let argv = model.requests_for("spend-money");
+    assert!(!argv.is_empty(), "the model was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stalls_ends_idle_timeout_long_before_the_wall_clock() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("stall-after-start", vec![stall_mid_stream()]);
+    let started = Instant::now();
+    let stalled = with(action("i-1", "stall-after-start", &["filesystem"], 120_000), json!({"idleTimeout": 3000}));
+    let result = run_one(&project, &model, &["--kill-grace", "5s"], stalled).await;
+    let took = started.elapsed();
+    assert_eq!(kind(&result), "idle_timeout", "{result}");
+    assert_eq!(result["error"]["phase"], "model", "{result}");
+    assert_eq!(result["error"]["retryable"], true, "{result}");
+    assert!(result["error"]["silentMs"].as_u64().unwrap_or(0) >= 3000, "{result}");
+    assert!(took < Duration::from_secs(60), "well before the 120 s wall clock: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_stream_is_not_idle() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    // Eight events 700 ms apart: about 5 s of answer, never 2.5 s of silence.
+    model.script("slow-but-steady", vec![slow(Duration::from_millis(700), text("steady answer"))]);
+    let steady = with(action("s-1", "slow-but-steady", &["filesystem"], 60_000), json!({"idleTimeout": 2500}));
+    let result = run_one(&project, &model, &[], steady).await;
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["result"], "steady answer");
+    assert!(result["duration"].as_u64().unwrap_or(0) >= 4900, "the answer took longer than idleTimeout: {result}");
+}
+
+/// A local page that takes `delay` to answer, and a project whose `fetch` server may read it.
+async fn slow_page(delay: Duration) -> (Project, String) {
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || async move {
+            tokio::time::sleep(delay).await;
+            axum::response::Html("<html><body><p>The slow page answered.</p></body></html>")
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/slow", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let fetch = json!({"command": crate::support::tool("mcp-server-fetch"), "args": ["--allow-private-ips"]});
+    (Project::new(json!({ "fetch": fetch })), url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_longer_than_idle_but_shorter_than_tool_timeout_succeeds() {
+    let (project, url) = slow_page(Duration::from_secs(5)).await;
+    let model = FakeModel::start().await;
+    let task = format!("fetch-slowly {url}");
+    model.script(&task, vec![tool_use("mcp__fetch__fetch", json!({"url": url})), text("fetched")]);
+    let fetch = with(action("t-1", &task, &["fetch"], 90_000), json!({"idleTimeout": 2000, "toolTimeout": 30_000}));
+    let result = run_one(&project, &model, &[], fetch).await;
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["toolsUsed"], json!(["fetch"]), "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_open_longer_than_tool_timeout_ends_idle_timeout_in_phase_tool() {
+    let (project, url) = slow_page(Duration::from_secs(60)).await;
+    let model = FakeModel::start().await;
+    let task = format!("fetch-forever {url}");
+    model.script(&task, vec![tool_use("mcp__fetch__fetch", json!({"url": url})), text("fetched")]);
+    let started = Instant::now();
+    let fetch = with(action("t-2", &task, &["fetch"], 120_000), json!({"idleTimeout": 30_000, "toolTimeout": 3000}));
+    let result = run_one(&project, &model, &["--kill-grace", "5s"], fetch).await;
+    assert_eq!(kind(&result), "idle_timeout", "{result}");
+    assert_eq!(result["error"]["phase"], "tool", "{result}");
+    assert_eq!(result["error"]["tool"], "mcp__fetch__fetch", "{result}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_run_a_failing_action_again_until_it_answers() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let overloaded = status(529, api_error_body("overloaded_error", "fake model: overloaded"));
+    model.script("fails-twice", fail_then(2, overloaded, vec![text("third time lucky")]));
+    let flaky = with(action("r-1", "fails-twice", &["filesystem"], 60_000), json!({"retries": 2}));
+    // The CLI's own retries off: each of our attempts is one request.
+    let result = run_one(&project, &model, &["--api-retries", "0", "--retry-backoff", "100ms"], flaky).await;
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["result"], "third time lucky");
+    assert_eq!(result["attempts"], 3, "{result}");
+    assert_eq!(result["failedAttempts"], json!(["rate_limited", "rate_limited"]), "{result}");
+    assert_eq!(model.requests_for("fails-twice").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deterministic_failure_is_tried_once() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("bad-request", vec![status(400, api_error_body("invalid_request_error", "fake model: bad"))]);
+    let bad = with(action("r-2", "bad-request", &["filesystem"], 60_000), json!({"retries": 2}));
+    let result = run_one(&project, &model, &["--api-retries", "0", "--retry-backoff", "100ms"], bad).await;
+    assert_eq!(kind(&result), "claude_error", "{result}");
+    assert_eq!(result["attempts"], 1, "{result}");
+    assert_eq!(model.requests_for("bad-request").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_model_falls_back_and_the_result_names_the_model_that_answered() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("fall-back", |r: &Request| {
+        if r.model() == "claude-fake-big" {
+            status(529, api_error_body("overloaded_error", "fake model: overloaded"))
+        } else {
+            text(format!("answered by {}", r.model()))
+        }
+    });
+    let fallback = with(
+        action("f-1", "fall-back", &["filesystem"], 90_000),
+        json!({"model": "claude-fake-big", "fallbackModels": ["claude-fake-small"]}),
+    );
+    let result = run_one(&project, &model, &["--api-retries", "5"], fallback).await;
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["result"], "answered by claude-fake-small", "{result}");
+    assert_eq!(result["model"], "claude-fake-small", "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_above_the_ceiling_is_refused_and_the_default_applies() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("costly", |_: &Request| with_usage(20_000, 2_000, text("a costly answer")));
+    let args = ["--max-budget-usd-ceiling", "1", "--default-max-budget-usd", "0.01"];
+    let mut daemon = Daemon::start(&project, &model, &args);
+    daemon.send_action(with(action("c-1", "costly", &["filesystem"], 60_000), json!({"maxBudgetUsd": 2}))).await;
+    let refused = daemon.next().await;
+    assert_eq!(kind(&refused), "invalid_action", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap_or("").contains("/maxBudgetUsd"), "{refused}");
+    assert_eq!(model.request_count(), 0, "a refused action never reaches the model");
+    // No maxBudgetUsd: the default cap applies, and one answer costs more than it.
+    daemon.send_action(action("c-2", "costly", &["filesystem"], 60_000)).await;
+    let capped = daemon.next().await;
+    assert_eq!(kind(&capped), "budget_exceeded", "{capped}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
