@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::args::{GlobalArgs, parse_duration, parse_positive_duration};
+use crate::pool::budget::{BudgetSettings, Policy, Window, parse_window};
 use crate::protocol::governance::GovernanceLimits;
 use crate::protocol::parse::Limits;
 use crate::registry::Registry;
@@ -71,6 +72,21 @@ pub struct WorkerArgs {
     /// jitter.
     #[arg(long, env = "MCP_WORKERS_RETRY_BACKOFF", default_value = "1s", value_parser = parse_duration)]
     pub retry_backoff: Duration,
+    /// Do not pause the starting of workers when one meets the account's rate limit (each worker
+    /// then finds out on its own; for comparison, see BENCHMARKS.md).
+    #[arg(long, env = "MCP_WORKERS_NO_RATE_LIMIT_BREAKER")]
+    pub no_rate_limit_breaker: bool,
+    /// A daemon-wide budget window, AMOUNT/PERIOD (repeatable: `5usd/hour`, `50usd/day`): rolling
+    /// over the costs recorded in the data directory's store, so a restart does not reset it.
+    #[arg(long = "budget", value_name = "AMOUNT/PERIOD", value_parser = parse_window)]
+    pub budgets: Vec<Window>,
+    /// What happens to an action no budget window has room for: it waits, or it is refused
+    /// (`budget_exhausted`, with `retryAfterMs`).
+    #[arg(long, env = "MCP_WORKERS_BUDGET_POLICY", value_enum, default_value = "wait")]
+    pub budget_policy: Policy,
+    /// What an action without `maxBudgetUsd` reserves from the budget (and its cap then).
+    #[arg(long, env = "MCP_WORKERS_BUDGET_ESTIMATE_USD", default_value = "0.1", value_parser = parse_usd)]
+    pub budget_estimate_usd: f64,
     /// The longest input line (one JSON document) accepted, in bytes.
     #[arg(long, env = "MCP_WORKERS_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_line_bytes: usize,
@@ -131,6 +147,18 @@ impl WorkerArgs {
             Err(_) if need == NeedClaude::No => PathBuf::from("claude"),
             Err(err) => return Err(err),
         };
+        let budget = if self.budgets.is_empty() {
+            None
+        } else {
+            // The costs are recorded in the data directory's store (`serve` shares the file).
+            let store = crate::store::SqliteStore::open(&data_dir).context("cannot open the store for --budget")?;
+            Some(BudgetSettings {
+                windows: self.budgets.clone(),
+                policy: self.budget_policy,
+                estimate_usd: self.budget_estimate_usd,
+                ledger: Arc::new(store),
+            })
+        };
         let scratch = Arc::new(Scratch::create().context("cannot create the scratch directory")?);
         let cli = CliSettings {
             claude,
@@ -166,6 +194,8 @@ impl WorkerArgs {
             max_workers: self.max_workers,
             max_line_bytes: self.max_line_bytes,
             retry_backoff: self.retry_backoff,
+            rate_limit_breaker: !self.no_rate_limit_breaker,
+            budget,
             scratch,
         })
     }

@@ -105,3 +105,64 @@ async fn deterministic_failures_are_never_retried() {
     let (result, _) = run_one(runner, 0).await;
     assert_eq!((runs.load(Ordering::SeqCst), result.governance.attempts), (1, None));
 }
+
+/// Meets the rate limit (and says so, as a worker's stream would) on its first run only.
+struct LimitedOnce(Arc<AtomicU32>);
+
+impl Runner for LimitedOnce {
+    fn run(&self, job: Job, stopper: Stopper) -> BoxFuture<'static, WorkerResult> {
+        let first = self.0.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            let action = &job.action;
+            let error = WorkerError::new(ErrorKind::RateLimited, "API Error: 429", true);
+            let mut result = WorkerResult::failure(&action.task_id, action.origin, error);
+            if first {
+                let sink = stopper.signals.expect("the breaker listens");
+                (sink.0)(crate::worker::signals::Signal::RateLimited(Duration::from_secs(5)));
+            } else {
+                (result.success, result.error) = (true, None);
+            }
+            result
+        })
+    }
+}
+
+async fn limited_once(timeout_ms: u64) -> (WorkerResult, Duration, u32) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let stopping = Stopping::immediate(&CancellationToken::new(), &CancellationToken::new());
+    let (pool, finished) = Pool::start_with(settings(2), Box::new(LimitedOnce(runs.clone())), tx, stopping);
+    let action = json!({"type": "spawn_worker", "taskId": "l", "task": "t", "servers": ["fs"], "timeout": timeout_ms});
+    let limits = Limits { max_timeout: Duration::from_secs(60), governance: Default::default() };
+    let started = Instant::now();
+    for item in parse_line(&json!({ "actions": [action] }).to_string(), None, limits).unwrap() {
+        pool.submit(item).await;
+    }
+    let result = next_result(&mut rx).await;
+    let took = started.elapsed();
+    drop(pool);
+    finished.wait().await;
+    (result, took, runs.load(Ordering::SeqCst))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_failed_by_the_rate_limit_waits_for_the_breaker_without_using_a_retry() {
+    let (result, took, runs) = limited_once(60_000).await;
+    assert!(result.success, "{result:?}");
+    assert_eq!(runs, 2);
+    assert_eq!(
+        (result.governance.attempts, result.governance.failed_attempts.as_slice()),
+        (Some(2), &[ErrorKind::RateLimited][..])
+    );
+    assert!(took >= Duration::from_secs(5), "it started again only when the pause was over: {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_deadline_the_rate_limited_result_stands_with_retry_after() {
+    let (result, _, runs) = limited_once(2_000).await;
+    assert_eq!(runs, 1);
+    let error = result.error.expect("rate_limited");
+    assert_eq!((error.kind, error.retryable), (ErrorKind::RateLimited, true));
+    let after = error.detail.retry_after_ms.expect("retryAfterMs");
+    assert!((4_000..=5_000).contains(&after), "{after}");
+}

@@ -78,6 +78,8 @@ fn settings(max_workers: usize) -> Arc<DaemonSettings> {
         max_workers,
         max_line_bytes: 1 << 20,
         retry_backoff: Duration::from_millis(100),
+        rate_limit_breaker: true,
+        budget: None,
         scratch: Arc::new(crate::scratch::Scratch::create().unwrap()),
     })
 }

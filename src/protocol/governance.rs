@@ -143,6 +143,33 @@ pub struct ResultGovernance {
     pub model: Option<String>,
 }
 
+/// `{"type":"dispatch_paused","reason":"rate_limit","until":EPOCH_MS,"retryAfterMs":N}` and
+/// `{"type":"dispatch_resumed","reason":"rate_limit"}`: the account-wide breaker stopped (and
+/// later resumed) starting new workers; running ones go on. Information only: an agent that
+/// knows nothing of them skips them by their `type` and loses nothing (every action still gets
+/// its one `worker_result`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchLine {
+    #[serde(rename = "type")]
+    pub kind: DispatchKind,
+    /// `rate_limit` (a 429 or a rejected rate-limit event) or `overloaded` (a 529).
+    pub reason: String,
+    /// When starts resume, in milliseconds since the Unix epoch (paused only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub until: Option<u64>,
+    /// The same as a wait from now, ms (paused only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchKind {
+    DispatchPaused,
+    DispatchResumed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

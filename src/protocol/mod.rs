@@ -225,6 +225,8 @@ pub enum Output {
     Result(Box<WorkerResult>),
     Ack(ActionAck),
     Error(LineError),
+    /// `dispatch_paused` / `dispatch_resumed`: the daemon stopped or resumed starting workers.
+    Dispatch(governance::DispatchLine),
 }
 
 impl Output {

@@ -137,6 +137,10 @@ pub enum EventKind {
     Accepted,
     Started,
     Result,
+    /// The breaker paused the starting of workers (live only: never written to the log).
+    DispatchPaused,
+    /// The breaker resumed starting workers (live only).
+    DispatchResumed,
 }
 
 impl EventKind {
@@ -146,6 +150,8 @@ impl EventKind {
             Self::Accepted => "accepted",
             Self::Started => "started",
             Self::Result => "result",
+            Self::DispatchPaused => "dispatch_paused",
+            Self::DispatchResumed => "dispatch_resumed",
         }
     }
 
@@ -154,6 +160,8 @@ impl EventKind {
             "accepted" => Self::Accepted,
             "started" => Self::Started,
             "result" => Self::Result,
+            "dispatch_paused" => Self::DispatchPaused,
+            "dispatch_resumed" => Self::DispatchResumed,
             _ => return None,
         })
     }

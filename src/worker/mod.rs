@@ -9,6 +9,7 @@ pub mod command;
 pub mod mcp_log;
 pub mod outcome;
 pub mod process;
+pub mod signals;
 pub mod stream;
 pub mod watchdog;
 
@@ -62,6 +63,8 @@ pub struct Stopper {
     pub shutdown: CancellationToken,
     /// Fires on a second signal: a worker being stopped is killed without its kill grace.
     pub force: CancellationToken,
+    /// Where rate-limit and overload signals go (the pool's breaker), if anywhere.
+    pub signals: Option<signals::SignalSink>,
 }
 
 impl Stopper {
@@ -138,6 +141,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     );
     // What the watchdog saw when it tripped (before the lines of the graceful stop came).
     let mut tripped: Option<watchdog::Trip> = None;
+    let mut seen = signals::Signals::default();
     let ended = process::run_watched(
         &plan,
         action.timeout,
@@ -151,6 +155,11 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             // Fail fast: a requested server that did not connect dooms the task; spend no turns.
             if !was_init && transcript.init_seen && !outcome::unavailable_servers(&transcript, requested).is_empty() {
                 return process::Verdict::Stop(Stop::McpUnavailable);
+            }
+            if let Some(sink) = &stopper.signals {
+                if let Some(signal) = seen.next(&transcript, std::time::SystemTime::now()) {
+                    (sink.0)(signal);
+                }
             }
             let Some(dog) = dog.as_mut() else { return process::Verdict::Continue };
             let now = tokio::time::Instant::now();

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use crate::support::daemon::{Daemon, Project, action};
 use crate::support::fake_model::{
-    FakeModel, Request, api_error_body, fail_then, slow, stall_mid_stream, status, text, tool_use, with_usage,
+    FakeModel, Request, api_error_body, fail_then, rate_limited, slow, stall_mid_stream, status, text, tool_use,
+    with_usage,
 };
 
 fn fs_project() -> Project {
@@ -18,13 +19,23 @@ fn kind(result: &Value) -> &str {
     result["error"]["kind"].as_str().unwrap_or("")
 }
 
-/// One action with extra fields, run to its one result; the daemon then ends cleanly.
+/// A `dispatch_paused` / `dispatch_resumed` line (an agent may skip them by their type).
+fn is_dispatch(line: &Value) -> bool {
+    line["type"].as_str().is_some_and(|t| t.starts_with("dispatch_"))
+}
+
+/// One action with extra fields, run to its one result (dispatch lines skipped); the daemon
+/// then ends cleanly.
 async fn run_one(project: &Project, model: &FakeModel, args: &[&str], action: Value) -> Value {
     let mut daemon = Daemon::start(project, model, args);
     daemon.send_action(action).await;
-    let result = daemon.next().await;
+    let mut result = daemon.next().await;
+    while is_dispatch(&result) {
+        result = daemon.next().await;
+    }
     assert_eq!(result["type"], "worker_result", "{result}");
     let (status, rest, _) = daemon.finish().await;
+    let rest: Vec<Value> = rest.into_iter().filter(|line| !is_dispatch(line)).collect();
     assert!(status.success() && rest.is_empty(), "one result only: {status:?} {rest:?}");
     assert!(project.processes(None).is_empty(), "no process left behind");
     result
@@ -197,4 +208,85 @@ async fn a_budget_above_the_ceiling_is_refused_and_the_default_applies() {
     assert_eq!(kind(&capped), "budget_exceeded", "{capped}");
     let (status, rest, _) = daemon.finish().await;
     assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_on_one_worker_holds_back_new_workers_until_its_time() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    let retry_after = 4;
+    model.script("limited-first", fail_then(1, rate_limited(retry_after), vec![text("first done")]));
+    model.script("waits-its-turn", vec![text("waited")]);
+    let mut daemon = Daemon::start(&project, &model, &["--max-workers", "3"]);
+    daemon.send_action(action("a", "limited-first", &["filesystem"], 60_000)).await;
+    // The CLI retries after the server's retry-after; the breaker learned it from `api_retry`.
+    let paused = daemon.next().await;
+    assert_eq!(paused["type"], "dispatch_paused", "{paused}");
+    assert_eq!(paused["reason"], "rate_limit", "{paused}");
+    assert_eq!(paused["retryAfterMs"], retry_after * 1000, "{paused}");
+    assert!(paused["until"].as_u64().is_some(), "{paused}");
+    daemon.send_action(action("b", "waits-its-turn b", &["filesystem"], 60_000)).await;
+    daemon.send_action(action("c", "waits-its-turn c", &["filesystem"], 60_000)).await;
+    let lines = daemon.take(4).await;
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(types.iter().filter(|t| **t == "dispatch_resumed").count(), 1, "{lines:?}");
+    assert!(!types.contains(&"dispatch_paused"), "paused once: {lines:?}");
+    for result in lines.iter().filter(|l| l["type"] == "worker_result") {
+        assert_eq!(result["success"], true, "{result}");
+    }
+    // The request log: the rejected request, then no new worker's request before its retry time.
+    let log = model.request_log();
+    let rejected = log.iter().find(|(_, task)| task.contains("limited-first")).expect("the rejected request").0;
+    let waiting: Vec<_> = log.iter().filter(|(_, task)| task.contains("waits-its-turn")).collect();
+    assert_eq!(waiting.len(), 2, "{log:?}");
+    for (at, task) in waiting {
+        let after = at.duration_since(rejected);
+        assert!(after >= Duration::from_secs(retry_after), "{task} asked the model {after:?} after the 429");
+    }
+}
+
+/// Answers costing 0.02 USD each at the CLI's list price for the stand-in's model (3,000 input
+/// tokens at $5/M and 200 output tokens at $25/M, as measured with the pinned CLI).
+fn costs_two_cents() -> impl Fn(&Request) -> crate::support::fake_model::Step + Send + Sync + 'static {
+    |_: &Request| with_usage(3_000, 200, text("two cents"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_budget_refuses_or_holds_the_third_action_and_a_restart_does_not_reset_it() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("two-cents", costs_two_cents());
+    let budget = ["--budget", "0.05usd/hour", "--budget-estimate-usd", "0.025", "--max-workers", "1"];
+    let refuse: Vec<&str> = budget.iter().copied().chain(["--budget-policy", "refuse"]).collect();
+    let mut daemon = Daemon::start(&project, &model, &refuse);
+    for id in ["one", "two"] {
+        daemon.send_action(action(id, &format!("two-cents {id}"), &["filesystem"], 60_000)).await;
+        let result = daemon.next().await;
+        assert_eq!(result["success"], true, "{result}");
+        let cost = result["costUsd"].as_f64().unwrap_or(0.0);
+        assert!((cost - 0.02).abs() < 1e-6, "each action costs 0.02: {result}");
+    }
+    // 0.04 spent; the third reserves 0.025: the window has no room for an hour.
+    daemon.send_action(action("three", "two-cents three", &["filesystem"], 60_000)).await;
+    let refused = daemon.next().await;
+    assert_eq!(kind(&refused), "budget_exhausted", "{refused}");
+    assert_eq!(refused["error"]["retryable"], true, "{refused}");
+    let after = refused["error"]["retryAfterMs"].as_u64().unwrap_or(0);
+    assert!((3_000_000..=3_600_000).contains(&after), "when the first charge ages out: {refused}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+    assert_eq!(model.requests_for("two-cents three").len(), 0, "a refused action never reaches the model");
+
+    // A restart (policy wait): the window still holds the two charges, so the action waits.
+    let mut daemon = Daemon::start(&project, &model, &budget);
+    daemon.send_action(action("four", "two-cents four", &["filesystem"], 60_000)).await;
+    daemon.wait_for_log("budget: the action waits for room in its window").await;
+    daemon.signal("TERM");
+    let stopped = daemon.next().await;
+    assert_eq!((stopped["taskId"].as_str(), kind(&stopped)), (Some("four"), "shutdown"), "{stopped}");
+    assert_eq!(model.requests_for("two-cents four").len(), 0, "it never started");
+    let (status, _, _) = daemon.finish().await;
+    assert!(status.success(), "{status:?}");
 }

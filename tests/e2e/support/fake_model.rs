@@ -345,6 +345,8 @@ fn texts(content: &Value) -> Vec<String> {
 struct Shared {
     scripts: Mutex<Vec<(String, Arc<ScriptKind>)>>,
     requests: Mutex<Vec<Value>>,
+    /// When each request of `requests` arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     other_requests: Mutex<Vec<String>>,
     count: watch::Sender<usize>,
     shutdown: CancellationToken,
@@ -398,6 +400,7 @@ impl FakeModel {
         let shared = Arc::new(Shared {
             scripts: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
             other_requests: Mutex::new(Vec::new()),
             count: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
@@ -434,6 +437,12 @@ impl FakeModel {
     /// `requests()` whose task contains `key`.
     pub fn requests_for(&self, key: &str) -> Vec<Request> {
         self.requests().into_iter().map(Request::new).filter(|r| r.task().contains(key)).collect()
+    }
+
+    /// Every request's arrival time and task, in order (the request log).
+    pub fn request_log(&self) -> Vec<(std::time::Instant, String)> {
+        let tasks = self.requests().into_iter().map(|body| Request::new(body).task());
+        lock(&self.shared.arrivals).iter().copied().zip(tasks).collect()
     }
 
     pub fn request_count(&self) -> usize {
@@ -481,6 +490,7 @@ async fn messages(State(shared): State<Arc<Shared>>, RawQuery(_query): RawQuery,
         }
     };
     lock(&shared.requests).push(body.clone());
+    lock(&shared.arrivals).push(std::time::Instant::now());
     shared.count.send_modify(|count| *count += 1);
     let request = Request::new(body);
     match shared.step_for(&request) {
