@@ -290,3 +290,43 @@ async fn the_daemon_budget_refuses_or_holds_the_third_action_and_a_restart_does_
     let (status, _, _) = daemon.finish().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_publishes_the_breaker_as_events_and_metrics_and_the_budget_as_metrics() {
+    use crate::support::daemon::{Server, SseReader};
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    model.script("limited-first", fail_then(1, rate_limited(3), vec![with_usage(3_000, 200, text("first done"))]));
+    let server = Server::start(&project, &model, &["--budget", "1usd/hour"], &[]).await;
+    let mut events = SseReader::open(&server.url("/v1/events"), None).await;
+    let body = json!({"actions": [action("a", "limited-first", &["filesystem"], 60_000)]});
+    let (status, answer) = crate::serve::post(&server, "/v1/actions", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let mut seen = Vec::new();
+    loop {
+        let (id, event, data) = events.next_event().await;
+        if event.starts_with("dispatch_") {
+            assert_eq!(id, None, "live only: {event} {data}");
+            assert_eq!(data["type"], event.as_str(), "{data}");
+        }
+        seen.push(event.clone());
+        if event == "result" {
+            assert_eq!(data["success"], true, "{data}");
+            break;
+        }
+    }
+    let order: Vec<&str> = seen.iter().map(String::as_str).filter(|e| e.starts_with("dispatch_")).collect();
+    assert_eq!(order, ["dispatch_paused", "dispatch_resumed"], "{seen:?}");
+    let metrics = crate::serve::client().get(server.url("/metrics")).send().await.expect("GET /metrics");
+    let metrics = metrics.text().await.expect("metrics text");
+    assert!(metrics.contains("mcp_workers_dispatch_pauses_total 1"), "{metrics}");
+    assert!(metrics.contains("mcp_workers_dispatch_paused 0"), "{metrics}");
+    let spent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp_workers_budget_spent_usd{window=\"1usd/1h\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(spent.is_some_and(|usd| (usd - 0.02).abs() < 1e-6), "the result's cost is charged: {metrics}");
+    server.signal("TERM");
+    let (status, _) = server.wait().await;
+    assert!(status.success(), "{status:?}");
+}
