@@ -53,6 +53,12 @@ pub enum Event {
     Started { task_id: String, ack: oneshot::Sender<Result<(), String>> },
     /// A protocol line: a result, an acknowledgement.
     Output(Output),
+    /// An attempt of an action failed and it will run again (`retries`, or the breaker's
+    /// requeue): `serve` publishes it as an SSE `attempt` event; `run` writes nothing for it.
+    Attempt(serde_json::Value),
+    /// The daemon-wide budget after a worker's cost was charged (`{"windows":[{window, spentUsd,
+    /// leftUsd}]}`): an SSE `budget` event in `serve`; `run` logs it.
+    Budget(serde_json::Value),
 }
 
 /// How the pool stops.
@@ -377,7 +383,12 @@ impl Shared {
                 };
                 result.queued = Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
                 if let (Some(budget), Some(want)) = (&this.budget, reservation) {
-                    budget.settle(&task_id, want, result.cost_usd).await;
+                    let windows = budget.settle(&task_id, want, result.cost_usd).await;
+                    let windows: Vec<serde_json::Value> = windows
+                        .iter()
+                        .map(|w| serde_json::json!({"window": w.window.to_string(), "spentUsd": w.spent, "leftUsd": w.left}))
+                        .collect();
+                    let _ = this.out.send(Event::Budget(serde_json::json!({ "windows": windows }))).await;
                 }
                 if permit.take().is_some() {
                     this.running.fetch_sub(1, Ordering::Relaxed);
@@ -447,6 +458,13 @@ impl Shared {
                 return result;
             };
             debug!(task_id = %admitted.job.action.task_id, attempt, kind = kind.as_str(), ?wait, "retrying");
+            let note = serde_json::json!({
+                "taskId": admitted.job.action.task_id,
+                "attempt": attempt,
+                "kind": kind,
+                "retryInMs": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            });
+            let _ = self.out.send(Event::Attempt(note)).await;
             failed.push(kind);
             if permit.take().is_some() {
                 self.running.fetch_sub(1, Ordering::Relaxed);

@@ -183,7 +183,8 @@ impl Budget {
     }
 
     /// Charges the real cost of a finished worker and gives its reservation back.
-    pub async fn settle(&self, task_id: &str, want: f64, cost: Option<f64>) {
+    /// Returns the windows' status after it.
+    pub async fn settle(&self, task_id: &str, want: f64, cost: Option<f64>) -> Vec<WindowStatus> {
         if let Some(usd) = cost.filter(|usd| *usd > 0.0) {
             if let Err(err) = self.settings.ledger.charge(task_id, usd).await {
                 warn!(task_id, usd, "the budget ledger cannot record a cost: {err}");
@@ -194,7 +195,8 @@ impl Budget {
             *reserved = (*reserved - want).max(0.0);
         }
         self.released.notify_waiters();
-        for status in self.status().await {
+        let statuses = self.status().await;
+        for status in &statuses {
             info!(
                 window = %status.window,
                 spent = format!("{:.4}", status.spent),
@@ -202,6 +204,7 @@ impl Budget {
                 "budget"
             );
         }
+        statuses
     }
 
     /// Spend and what is left, per window (reservations of running workers count as spent).

@@ -102,7 +102,7 @@ async fn next_result(rx: &mut mpsc::Receiver<Event>) -> WorkerResult {
     loop {
         match rx.recv().await.expect("the pool closed its sink") {
             Event::Output(Output::Result(result)) => return *result,
-            Event::Output(_) | Event::Started { .. } => {}
+            Event::Output(_) | Event::Started { .. } | Event::Attempt(_) | Event::Budget(_) => {}
         }
     }
 }

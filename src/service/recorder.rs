@@ -87,6 +87,9 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
                 }
             }
             Event::Output(_) => {}
+            // Live only, like the dispatch lines.
+            Event::Attempt(data) => service.publish([Published { id: None, kind: EventKind::Attempt, data }]),
+            Event::Budget(data) => service.publish([Published { id: None, kind: EventKind::Budget, data }]),
         }
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_RETRIES;

@@ -141,6 +141,10 @@ pub enum EventKind {
     DispatchPaused,
     /// The breaker resumed starting workers (live only).
     DispatchResumed,
+    /// A failed attempt of an action that will run again (live only).
+    Attempt,
+    /// The daemon-wide budget's windows after a charge (live only).
+    Budget,
 }
 
 impl EventKind {
@@ -152,6 +156,8 @@ impl EventKind {
             Self::Result => "result",
             Self::DispatchPaused => "dispatch_paused",
             Self::DispatchResumed => "dispatch_resumed",
+            Self::Attempt => "attempt",
+            Self::Budget => "budget",
         }
     }
 
@@ -162,6 +168,8 @@ impl EventKind {
             "result" => Self::Result,
             "dispatch_paused" => Self::DispatchPaused,
             "dispatch_resumed" => Self::DispatchResumed,
+            "attempt" => Self::Attempt,
+            "budget" => Self::Budget,
             _ => return None,
         })
     }

@@ -297,6 +297,7 @@ async fn serve_publishes_the_breaker_as_events_and_metrics_and_the_budget_as_met
     let project = fs_project();
     let model = FakeModel::start().await;
     model.script("limited-first", fail_then(1, rate_limited(3), vec![with_usage(3_000, 200, text("first done"))]));
+    model.script("stalls-once", fail_then(1, stall_mid_stream(), vec![text("second time")]));
     let server = Server::start(&project, &model, &["--budget", "1usd/hour"], &[]).await;
     let mut events = SseReader::open(&server.url("/v1/events"), None).await;
     let body = json!({"actions": [action("a", "limited-first", &["filesystem"], 60_000)]});
@@ -317,6 +318,24 @@ async fn serve_publishes_the_breaker_as_events_and_metrics_and_the_budget_as_met
     }
     let order: Vec<&str> = seen.iter().map(String::as_str).filter(|e| e.starts_with("dispatch_")).collect();
     assert_eq!(order, ["dispatch_paused", "dispatch_resumed"], "{seen:?}");
+    assert!(seen.contains(&"budget".to_owned()), "the budget after the charge: {seen:?}");
+    // A retried action: each failed attempt is an event, then its one result.
+    let body = json!({"actions": [with(action("r", "stalls-once", &["filesystem"], 60_000), json!({"idleTimeout": 1500, "retries": 1}))]});
+    let (status, answer) = crate::serve::post(&server, "/v1/actions", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let mut attempts = Vec::new();
+    let result = loop {
+        let (_, event, data) = events.next_event().await;
+        match event.as_str() {
+            "attempt" => attempts.push(data),
+            "result" if data["taskId"] == "r" => break data,
+            _ => {}
+        }
+    };
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["attempts"], 2, "{result}");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!((attempts[0]["taskId"].as_str(), attempts[0]["kind"].as_str()), (Some("r"), Some("idle_timeout")));
     let metrics = crate::serve::client().get(server.url("/metrics")).send().await.expect("GET /metrics");
     let metrics = metrics.text().await.expect("metrics text");
     assert!(metrics.contains("mcp_workers_dispatch_pauses_total 1"), "{metrics}");
@@ -325,7 +344,7 @@ async fn serve_publishes_the_breaker_as_events_and_metrics_and_the_budget_as_met
         .lines()
         .find_map(|l| l.strip_prefix("mcp_workers_budget_spent_usd{window=\"1usd/1h\"} "))
         .and_then(|v| v.parse::<f64>().ok());
-    assert!(spent.is_some_and(|usd| (usd - 0.02).abs() < 1e-6), "the result's cost is charged: {metrics}");
+    assert!(spent.is_some_and(|usd| usd >= 0.02), "the results' costs are charged: {metrics}");
     server.signal("TERM");
     let (status, _) = server.wait().await;
     assert!(status.success(), "{status:?}");
