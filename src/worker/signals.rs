@@ -39,11 +39,21 @@ pub struct Signals {
     retries_seen: u64,
     rejected_seen: Option<Option<u64>>,
     result_seen: bool,
+    /// A rate limit with its time was reported already in this run.
+    limit_reported: bool,
 }
 
 impl Signals {
     /// The new signal after the latest line, if any (`now` for `resetsAt`).
     pub fn next(&mut self, t: &Transcript, now: SystemTime) -> Option<Signal> {
+        let signal = self.find(t, now);
+        if matches!(signal, Some(Signal::RateLimited(_))) {
+            self.limit_reported = true;
+        }
+        signal
+    }
+
+    fn find(&mut self, t: &Transcript, now: SystemTime) -> Option<Signal> {
         if t.governed.api_retries != self.retries_seen {
             self.retries_seen = t.governed.api_retries;
             let retry = t.last_retry.as_ref()?;
@@ -73,6 +83,8 @@ impl Signals {
             // The CLI's retries ran out on the limit (or it made none): the wait it last named, else a default.
             let named = t.last_retry.as_ref().and_then(|r| r.retry_delay_ms).map(Duration::from_millis);
             return match result.api_error_status {
+                // Already said, with its time (api_retry, rate_limit_event): nothing new.
+                Some(429) if self.limit_reported => None,
                 Some(429) => Some(Signal::RateLimited(named.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE))),
                 Some(529) => Some(Signal::Overloaded(named.unwrap_or(DEFAULT_OVERLOAD_BACKOFF))),
                 _ => None,
@@ -119,7 +131,8 @@ mod tests {
         assert_eq!(signals(&[allowed, rejected, rejected]), [Signal::RateLimited(SECS(60))]);
         let final_429 = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429}"#;
         assert_eq!(signals(&[final_429]), [Signal::RateLimited(DEFAULT_RATE_LIMIT_PAUSE)]);
-        assert_eq!(signals(&[&limited, final_429]), [Signal::RateLimited(SECS(3)), Signal::RateLimited(SECS(3))]);
+        assert_eq!(signals(&[&limited, final_429]), [Signal::RateLimited(SECS(3))], "the final 429 adds nothing");
+        assert_eq!(signals(&[rejected, final_429]), [Signal::RateLimited(SECS(60))], "nor after a rate-limit event");
         let fine = r#"{"type":"result","subtype":"success","is_error":false,"result":"API Error: 429 rate limit"}"#;
         assert_eq!(signals(&[fine]), [], "never the prose");
     }

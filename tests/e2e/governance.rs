@@ -349,3 +349,50 @@ async fn serve_publishes_the_breaker_as_events_and_metrics_and_the_budget_as_met
     let (status, _) = server.wait().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_subscription_auth_a_rejected_rate_limit_event_pauses_and_the_run_goes_back_to_the_queue() {
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    // The reset is 4 s after the rejected request itself (the step is made when it arrives).
+    let seen = std::sync::atomic::AtomicBool::new(false);
+    model.script("oauth-limited", move |_: &Request| {
+        if !seen.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return rate_limited(4);
+        }
+        // Rate-limit headers on a success too: an `allowed` event, which pauses nothing.
+        let allowed =
+            [("anthropic-ratelimit-unified-status", "allowed"), ("anthropic-ratelimit-unified-5h-utilization", "0.5")];
+        crate::support::fake_model::with_headers(allowed, text("after the reset"))
+    });
+    // Subscription (OAuth) auth and no --bare: the CLI then emits `rate_limit_event`s.
+    let mut daemon = Daemon::start_env(
+        &project,
+        &model,
+        &["--no-bare", "--pass-env", "CLAUDE_CODE_OAUTH_TOKEN", "--api-retries", "0"],
+        &["ANTHROPIC_API_KEY"],
+        &[("CLAUDE_CODE_OAUTH_TOKEN", "dummy-oauth-token-for-the-stand-in")],
+    );
+    daemon.send_action(action("o-1", "oauth-limited", &["filesystem"], 60_000)).await;
+    let paused = daemon.next().await;
+    assert_eq!(
+        (paused["type"].as_str(), paused["reason"].as_str()),
+        (Some("dispatch_paused"), Some("rate_limit")),
+        "{paused}"
+    );
+    let wait = paused["retryAfterMs"].as_u64().unwrap_or(0);
+    assert!((2_000..=4_000).contains(&wait), "until resetsAt (whole seconds): {paused}");
+    let lines = daemon.results(1).await;
+    let result = &lines[0];
+    assert_eq!(result["success"], true, "{result}");
+    assert_eq!(result["attempts"], 2, "the rate-limited run went back to the queue without `retries`: {result}");
+    assert_eq!(result["failedAttempts"], json!(["rate_limited"]), "{result}");
+    let log = model.request_log();
+    let first = log.first().expect("a request").0;
+    let second = log.get(1).expect("the second run's request").0;
+    assert!(second.duration_since(first) >= Duration::from_millis(wait), "no new run before the reset: {log:?}");
+    let (status, rest, _) = daemon.finish().await;
+    assert!(status.success(), "{status:?}");
+    let types: Vec<&str> = rest.iter().filter_map(|l| l["type"].as_str()).collect();
+    assert!(!types.contains(&"dispatch_paused"), "an allowed event pauses nothing: {rest:?}");
+}

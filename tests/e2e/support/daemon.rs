@@ -155,7 +155,23 @@ impl Daemon {
 
     /// Starts `mcp-workers --root <project> run <args>` against `model`.
     pub fn start(project: &Project, model: &FakeModel, args: &[&str]) -> Daemon {
+        Self::start_env(project, model, args, &[], &[])
+    }
+
+    /// [`Daemon::start`] with the variables `remove` taken out of the daemon's environment and
+    /// `add` put in (e.g. subscription auth instead of the API key).
+    pub fn start_env(
+        project: &Project,
+        model: &FakeModel,
+        args: &[&str],
+        remove: &[&str],
+        add: &[(&str, &str)],
+    ) -> Daemon {
         let mut command = project.command(model, &["run"]);
+        for name in remove {
+            command.env_remove(name);
+        }
+        command.envs(add.iter().copied());
         command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().expect("start mcp-workers");
         let stdin = child.stdin.take();
