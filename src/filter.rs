@@ -187,7 +187,8 @@ async fn write_lines<W: AsyncWrite + Unpin>(
             event = rx.recv() => match event {
                 None => break,
                 // A start needs no record here: dropping its `ack` lets the worker go.
-                Some(Event::Started { .. }) => continue,
+                // Attempts and budget figures are `serve`'s SSE events; the pool logs them.
+                Some(Event::Started { .. } | Event::Attempt(_) | Event::Budget(_)) => continue,
                 Some(Event::Output(item)) => {
                     while let Ok(line) = progress.try_recv() {
                         lines.push(line.to_line());

@@ -12,11 +12,14 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+pub mod breaker;
+pub mod budget;
+pub mod retry;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +53,12 @@ pub enum Event {
     Started { task_id: String, ack: oneshot::Sender<Result<(), String>> },
     /// A protocol line: a result, an acknowledgement.
     Output(Output),
+    /// An attempt of an action failed and it will run again (`retries`, or the breaker's
+    /// requeue): `serve` publishes it as an SSE `attempt` event; `run` writes nothing for it.
+    Attempt(serde_json::Value),
+    /// The daemon-wide budget after a worker's cost was charged (`{"windows":[{window, spentUsd,
+    /// leftUsd}]}`): an SSE `budget` event in `serve`; `run` logs it.
+    Budget(serde_json::Value),
 }
 
 /// How the pool stops.
@@ -96,6 +105,16 @@ impl Drop for Admitted {
     }
 }
 
+/// What [`Shared::reserve`] decided.
+enum Reserved {
+    /// Start it (with this reservation, when there is a budget).
+    Go(Option<f64>),
+    /// Cancelled or stopping while it waited.
+    Stopped,
+    /// Refused: its one result.
+    Refused(Box<WorkerResult>),
+}
+
 /// A job waiting for a worker slot.
 struct Queued {
     admitted: Admitted,
@@ -121,6 +140,12 @@ struct Shared {
     generations: AtomicU64,
     stopping: Stopping,
     running: AtomicUsize,
+    /// The `--max-workers` slots.
+    slots: Arc<Semaphore>,
+    /// The account-wide rate-limit breaker (`None`: `--no-rate-limit-breaker`).
+    breaker: Option<Arc<breaker::Breaker>>,
+    /// The daemon-wide budget (`--budget`), if any.
+    budget: Option<Arc<budget::Budget>>,
 }
 
 /// Awaits the end of all work once every [`Pool`] handle is dropped (end of input) or the
@@ -128,6 +153,8 @@ struct Shared {
 pub struct Finished {
     scheduler: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
+    /// Ends the breaker's timers once all work is done (they hold the output sink).
+    breaker_stop: CancellationToken,
 }
 
 impl Finished {
@@ -137,6 +164,7 @@ impl Finished {
         }
         self.tracker.close();
         self.tracker.wait().await;
+        self.breaker_stop.cancel();
     }
 }
 
@@ -163,6 +191,12 @@ impl Pool {
     ) -> (Self, Finished) {
         let (queue, pending) = mpsc::channel(settings.max_workers.max(1) * 64);
         let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(settings.max_workers));
+        let breaker_stop = stopping.drain.child_token();
+        let breaker = settings.rate_limit_breaker.then(|| {
+            Arc::new(breaker::Breaker::new(out.clone(), slots.clone(), settings.max_workers, breaker_stop.clone()))
+        });
+        let settings_budget = settings.budget.clone().map(|b| Arc::new(budget::Budget::new(b)));
         let shared = Arc::new(Shared {
             settings,
             runner,
@@ -171,9 +205,12 @@ impl Pool {
             generations: AtomicU64::new(0),
             stopping,
             running: AtomicUsize::new(0),
+            slots,
+            breaker,
+            budget: settings_budget,
         });
         let scheduler = tokio::spawn(shared.clone().schedule(pending, tracker.clone()));
-        (Self { shared, queue }, Finished { scheduler, tracker })
+        (Self { shared, queue }, Finished { scheduler, tracker, breaker_stop })
     }
 
     /// Takes one parsed item: answers refusals and acknowledgements at once, queues valid actions.
@@ -226,6 +263,19 @@ impl Pool {
     pub fn running(&self) -> usize {
         self.shared.running.load(Ordering::Relaxed)
     }
+
+    /// The daemon-wide budget's windows: spent and left (empty without `--budget`).
+    pub async fn budget(&self) -> Vec<budget::WindowStatus> {
+        match &self.shared.budget {
+            Some(budget) => budget.status().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// The rate-limit breaker: whether starts are paused now, and how many pauses there were.
+    pub fn dispatch(&self) -> (bool, u64) {
+        self.shared.breaker.as_ref().map_or((false, 0), |b| (b.paused_for().is_some(), b.pauses()))
+    }
 }
 
 fn shutdown_result(task_id: String, origin: Origin, started: bool) -> WorkerResult {
@@ -275,24 +325,40 @@ impl Shared {
 
     /// Runs queued jobs in order, at most `max_workers` at once.
     async fn schedule(self: Arc<Self>, mut pending: mpsc::Receiver<Queued>, tracker: TaskTracker) {
-        let slots = Arc::new(Semaphore::new(self.settings.max_workers));
+        let slots = self.slots.clone();
         loop {
             let next = tokio::select! {
                 biased;
                 _ = self.stopping.drain.cancelled() => None,
                 next = pending.recv() => next,
             };
-            let Some(queued) = next else { break };
+            let Some(mut queued) = next else { break };
+            let reservation = match self.reserve(&mut queued).await {
+                Reserved::Go(reservation) => reservation,
+                Reserved::Stopped => {
+                    self.finish_unstarted(queued).await;
+                    continue;
+                }
+                Reserved::Refused(result) => {
+                    drop(queued);
+                    self.emit(Output::Result(result)).await;
+                    continue;
+                }
+            };
             let permit = tokio::select! {
                 biased;
                 _ = queued.admitted.cancel.cancelled() => None,
                 _ = self.stopping.drain.cancelled() => None,
-                permit = slots.clone().acquire_owned() => permit.ok(),
+                permit = self.slot(&slots) => permit,
             };
             let Some(permit) = permit else {
+                if let (Some(budget), Some(want)) = (&self.budget, reservation) {
+                    budget.settle(&queued.admitted.job.action.task_id, want, None).await;
+                }
                 self.finish_unstarted(queued).await;
                 continue;
             };
+            let mut permit = Some(permit);
             let this = self.clone();
             this.running.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(async move {
@@ -303,6 +369,9 @@ impl Shared {
                     cancel: admitted.cancel.clone(),
                     shutdown: this.stopping.kill.clone(),
                     force: this.stopping.force.clone(),
+                    signals: this.breaker.clone().map(|breaker| {
+                        crate::worker::signals::SignalSink(Arc::new(move |signal| breaker.report(signal)))
+                    }),
                 };
                 let (ack, recorded) = oneshot::channel();
                 let refused = if this.out.send(Event::Started { task_id: task_id.clone(), ack }).await.is_ok() {
@@ -316,22 +385,20 @@ impl Shared {
                         let error = WorkerError::new(ErrorKind::InternalError, format!("not started: {why}"), true);
                         WorkerResult::failure(&task_id, origin, error)
                     }
-                    None => {
-                        // A panic anywhere in the worker (the child is killed by its guard as the
-                        // stack unwinds) is this action's `internal_error`, not a lost result.
-                        let job = admitted.job.clone();
-                        let run = AssertUnwindSafe(async { this.runner.run(job, stopper).await }).catch_unwind().await;
-                        run.unwrap_or_else(|panic| {
-                            let message = format!("the worker task panicked: {}", panic_message(panic.as_ref()));
-                            tracing::error!(task_id = %task_id, "{message}");
-                            let error = WorkerError::new(ErrorKind::InternalError, message, true);
-                            WorkerResult::failure(&task_id, origin, error)
-                        })
-                    }
+                    None => this.attempts(&admitted, &stopper, &mut permit, queued.accepted).await,
                 };
                 result.queued = Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
-                drop(permit);
-                this.running.fetch_sub(1, Ordering::Relaxed);
+                if let (Some(budget), Some(want)) = (&this.budget, reservation) {
+                    let windows = budget.settle(&task_id, want, result.cost_usd).await;
+                    let windows: Vec<serde_json::Value> = windows
+                        .iter()
+                        .map(|w| serde_json::json!({"window": w.window.to_string(), "spentUsd": w.spent, "leftUsd": w.left}))
+                        .collect();
+                    let _ = this.out.send(Event::Budget(serde_json::json!({ "windows": windows }))).await;
+                }
+                if permit.take().is_some() {
+                    this.running.fetch_sub(1, Ordering::Relaxed);
+                }
                 drop(admitted);
                 this.emit(Output::Result(Box::new(result))).await;
             });
@@ -341,6 +408,159 @@ impl Shared {
         while let Some(queued) = pending.recv().await {
             self.finish_unstarted(queued).await;
         }
+    }
+
+    /// Runs the job, and again while it fails retryably and has retries left (`retries`): the
+    /// slot is given back during each backoff and taken again (behind the actions queued
+    /// meanwhile). The result is the last attempt's, with `attempts`, the failed attempts' kinds,
+    /// and the cost of all attempts.
+    ///
+    /// A run that failed only because of the rate limit (429, not a 529 overload: that is a
+    /// retry like others) while the breaker holds the account's limit goes back to
+    /// waiting without using up a retry (the breaker decides when it starts again), unless the
+    /// action's deadline (`timeout` after it was accepted) passes first: then its `rate_limited`
+    /// result stands, with `retryAfterMs`.
+    async fn attempts(
+        self: &Arc<Self>,
+        admitted: &Admitted,
+        stopper: &Stopper,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        accepted: Instant,
+    ) -> WorkerResult {
+        let retries = admitted.job.action.governance.retries;
+        let deadline = accepted + admitted.job.action.timeout;
+        let mut failed = Vec::new();
+        let mut cost: Option<f64> = None;
+        let (mut attempt, mut retried) = (1, 0);
+        loop {
+            let mut result = self.attempt(admitted, stopper).await;
+            if let Some(spent) = result.cost_usd {
+                cost = Some(cost.unwrap_or(0.0) + spent);
+            }
+            let paused = self.breaker.as_ref().and_then(|b| b.rate_limited_for());
+            let again = match (&mut result.error, paused) {
+                _ if stopper.cancel.is_cancelled() => None,
+                (Some(error), Some(pause)) if error.kind == ErrorKind::RateLimited => {
+                    if Instant::now() + pause < deadline {
+                        Some((error.kind, std::time::Duration::ZERO))
+                    } else {
+                        error.detail.retry_after_ms = Some(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+                        None
+                    }
+                }
+                (Some(error), _) if retried < retries && retry::retryable(error) => {
+                    retried += 1;
+                    let hint = error.detail.retry_after_ms.map(std::time::Duration::from_millis);
+                    Some((error.kind, retry::backoff(self.settings.retry_backoff, retried + 1, retry::jitter(), hint)))
+                }
+                _ => None,
+            };
+            let Some((kind, wait)) = again else {
+                if retries > 0 || attempt > 1 {
+                    result.governance.attempts = Some(attempt);
+                    result.governance.failed_attempts = failed;
+                    result.cost_usd = cost;
+                }
+                return result;
+            };
+            debug!(task_id = %admitted.job.action.task_id, attempt, kind = kind.as_str(), ?wait, "retrying");
+            let note = serde_json::json!({
+                "taskId": admitted.job.action.task_id,
+                "attempt": attempt,
+                "kind": kind,
+                "retryInMs": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            });
+            let _ = self.out.send(Event::Attempt(note)).await;
+            failed.push(kind);
+            if permit.take().is_some() {
+                self.running.fetch_sub(1, Ordering::Relaxed);
+            }
+            let slot = tokio::select! {
+                biased;
+                _ = stopper.cancel.cancelled() => None,
+                _ = self.stopping.drain.cancelled() => None,
+                slot = async {
+                    tokio::time::sleep(wait).await;
+                    self.slot(&self.slots).await
+                } => slot,
+            };
+            let Some(slot) = slot else {
+                // Stopped while waiting: the failed attempt stands.
+                result.governance.attempts = Some(attempt);
+                result.governance.failed_attempts = failed[..failed.len() - 1].to_vec();
+                result.cost_usd = cost;
+                return result;
+            };
+            *permit = Some(slot);
+            self.running.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+        }
+    }
+
+    /// Reserves the action's share of the daemon-wide budget (its `maxBudgetUsd`, else the
+    /// estimate), which becomes its cap; waits or refuses by the policy (`budget.rs`).
+    async fn reserve(&self, queued: &mut Queued) -> Reserved {
+        let Some(budget) = &self.budget else { return Reserved::Go(None) };
+        let action = &queued.admitted.job.action;
+        let want = budget.wanted(action.governance.max_budget_usd);
+        let reserved = tokio::select! {
+            biased;
+            _ = queued.admitted.cancel.cancelled() => None,
+            _ = self.stopping.drain.cancelled() => None,
+            reserved = budget.reserve(&action.task_id, want) => Some(reserved),
+        };
+        match reserved {
+            None => Reserved::Stopped,
+            Some(Ok(())) => {
+                queued.admitted.job.action.governance.max_budget_usd = Some(want);
+                Reserved::Go(Some(want))
+            }
+            Some(Err(wait)) => {
+                let (message, retryable) = match wait {
+                    Some(wait) => {
+                        (format!("the daemon's budget has no room for {want} USD for {} ms", wait.as_millis()), true)
+                    }
+                    None if self.settings.budget.as_ref().is_some_and(|b| b.windows.iter().any(|w| want > w.usd)) => {
+                        (format!("{want} USD is more than a whole window of the daemon's budget"), false)
+                    }
+                    None => (format!("the daemon's budget has no room for {want} USD until running workers end"), true),
+                };
+                let mut error = WorkerError::new(ErrorKind::BudgetExhausted, message, retryable);
+                error.detail.retry_after_ms = wait.map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+                let mut result = WorkerResult::failure(&action.task_id, action.origin, error);
+                result.queued = Some(u64::try_from(queued.accepted.elapsed().as_millis()).unwrap_or(u64::MAX));
+                Reserved::Refused(Box::new(result))
+            }
+        }
+    }
+
+    /// A worker slot, once the breaker allows starts (checked again after the slot is taken: a
+    /// pause may have begun meanwhile).
+    async fn slot(&self, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if let Some(breaker) = &self.breaker {
+                breaker.wait_open().await;
+            }
+            let permit = slots.clone().acquire_owned().await.ok()?;
+            match &self.breaker {
+                Some(breaker) if breaker.paused_for().is_some() => drop(permit),
+                _ => return Some(permit),
+            }
+        }
+    }
+
+    /// One run of the job. A panic anywhere in the worker (the child is killed by its guard as
+    /// the stack unwinds) is this action's `internal_error`, not a lost result.
+    async fn attempt(&self, admitted: &Admitted, stopper: &Stopper) -> WorkerResult {
+        let job = admitted.job.clone();
+        let (task_id, origin) = (&job.action.task_id, job.action.origin);
+        let run = AssertUnwindSafe(self.runner.run(job.clone(), stopper.clone())).catch_unwind().await;
+        run.unwrap_or_else(|panic| {
+            let message = format!("the worker task panicked: {}", panic_message(panic.as_ref()));
+            tracing::error!(task_id = %task_id, "{message}");
+            let error = WorkerError::new(ErrorKind::InternalError, message, true);
+            WorkerResult::failure(task_id, origin, error)
+        })
     }
 
     /// The one result of a job that never started (cancelled, or the daemon is stopping).

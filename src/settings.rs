@@ -21,6 +21,12 @@ pub struct DaemonSettings {
     pub limits: Limits,
     pub max_workers: usize,
     pub max_line_bytes: usize,
+    /// The first wait before an action's retry (`retries`); it doubles with each attempt.
+    pub retry_backoff: std::time::Duration,
+    /// Whether the account-wide rate-limit breaker pauses starts (`--no-rate-limit-breaker`).
+    pub rate_limit_breaker: bool,
+    /// The daemon-wide budget (`--budget`), with its ledger.
+    pub budget: Option<crate::pool::budget::BudgetSettings>,
     /// The workers' scratch directory; removed when the last clone of the settings goes.
     pub scratch: Arc<Scratch>,
 }

@@ -26,7 +26,7 @@ pub enum McpServer {
     Telegram(TelegramArgs),
     /// The worker pool as MCP tools (spawn_worker, worker_wait, worker_status, worker_cancel,
     /// worker_list) over stdio: for Claude Desktop, Claude Code, and workers that spawn workers.
-    Workers(WorkersArgs),
+    Workers(Box<WorkersArgs>),
     /// Run a stdio MCP server with the client's `roots` capability hidden from it, so that
     /// server-filesystem keeps the directories on its command line: `no-roots -- CMD ARGS...`.
     NoRoots(NoRootsArgs),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::args::{GlobalArgs, parse_duration};
+use crate::args::{GlobalArgs, parse_duration, parse_positive_duration};
+use crate::pool::budget::{BudgetSettings, Policy, Window, parse_window};
+use crate::protocol::governance::GovernanceLimits;
 use crate::protocol::parse::Limits;
 use crate::registry::Registry;
 use crate::scratch::Scratch;
@@ -57,6 +59,37 @@ pub struct WorkerArgs {
     /// How long workers' transcripts and sessions are kept in the data directory (swept at start-up).
     #[arg(long, env = "MCP_WORKERS_TRANSCRIPT_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub transcript_retention: Duration,
+    /// `maxBudgetUsd` (USD) of an action that names none.
+    #[arg(long, env = "MCP_WORKERS_DEFAULT_MAX_BUDGET_USD", value_parser = parse_usd)]
+    pub default_max_budget_usd: Option<f64>,
+    /// The largest `maxBudgetUsd` (USD) an action may ask for; above it the action is refused.
+    #[arg(long, env = "MCP_WORKERS_MAX_BUDGET_USD_CEILING", value_parser = parse_usd)]
+    pub max_budget_usd_ceiling: Option<f64>,
+    /// `idleTimeout` of an action that names none: the longest silence while the model works.
+    #[arg(long, env = "MCP_WORKERS_IDLE_TIMEOUT", value_parser = parse_positive_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// `toolTimeout` of an action that names none: the longest one tool call may stay open.
+    #[arg(long, env = "MCP_WORKERS_TOOL_TIMEOUT", value_parser = parse_positive_duration)]
+    pub tool_timeout: Option<Duration>,
+    /// The first wait before an action's retry (`retries`); it doubles with each attempt, plus
+    /// jitter.
+    #[arg(long, env = "MCP_WORKERS_RETRY_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+    /// Do not pause the starting of workers when one meets the account's rate limit (each worker
+    /// then finds out on its own; for comparison, see BENCHMARKS.md).
+    #[arg(long, env = "MCP_WORKERS_NO_RATE_LIMIT_BREAKER")]
+    pub no_rate_limit_breaker: bool,
+    /// A daemon-wide budget window, AMOUNT/PERIOD (repeatable: `5usd/hour`, `50usd/day`): rolling
+    /// over the costs recorded in the data directory's store, so a restart does not reset it.
+    #[arg(long = "budget", value_name = "AMOUNT/PERIOD", value_parser = parse_window)]
+    pub budgets: Vec<Window>,
+    /// What happens to an action no budget window has room for: it waits, or it is refused
+    /// (`budget_exhausted`, with `retryAfterMs`).
+    #[arg(long, env = "MCP_WORKERS_BUDGET_POLICY", value_enum, default_value = "wait")]
+    pub budget_policy: Policy,
+    /// What an action without `maxBudgetUsd` reserves from the budget (and its cap then).
+    #[arg(long, env = "MCP_WORKERS_BUDGET_ESTIMATE_USD", default_value = "0.1", value_parser = parse_usd)]
+    pub budget_estimate_usd: f64,
     /// The longest input line (one JSON document) accepted, in bytes.
     #[arg(long, env = "MCP_WORKERS_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_line_bytes: usize,
@@ -91,6 +124,14 @@ impl WorkerToolArgs {
     }
 }
 
+/// A positive amount of US dollars.
+fn parse_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_end_matches("usd").parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(usd),
+        _ => Err(format!("{text:?} is not a positive amount of US dollars")),
+    }
+}
+
 fn default_max_workers() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(2, 16))
 }
@@ -107,6 +148,11 @@ impl WorkerArgs {
     pub fn settings(&self, global: &GlobalArgs, need: NeedClaude) -> anyhow::Result<DaemonSettings> {
         if self.max_workers == 0 {
             bail!("--max-workers must be at least 1");
+        }
+        if let (Some(default), Some(ceiling)) = (self.default_max_budget_usd, self.max_budget_usd_ceiling) {
+            if default > ceiling {
+                bail!("--default-max-budget-usd ({default}) is above --max-budget-usd-ceiling ({ceiling})");
+            }
         }
         let root = std::path::absolute(&global.root)
             .and_then(|p| p.canonicalize())
@@ -143,6 +189,18 @@ impl WorkerArgs {
             Err(_) if need == NeedClaude::No => PathBuf::from("claude"),
             Err(err) => return Err(err),
         };
+        let budget = if self.budgets.is_empty() {
+            None
+        } else {
+            // The costs are recorded in the data directory's store (`serve` shares the file).
+            let store = crate::store::SqliteStore::open(&data_dir).context("cannot open the store for --budget")?;
+            Some(BudgetSettings {
+                windows: self.budgets.clone(),
+                policy: self.budget_policy,
+                estimate_usd: self.budget_estimate_usd,
+                ledger: Arc::new(store),
+            })
+        };
         let scratch = Arc::new(Scratch::create().context("cannot create the scratch directory")?);
         let cli = CliSettings {
             claude,
@@ -167,9 +225,20 @@ impl WorkerArgs {
             registry: Arc::new(registry),
             registry_path,
             profiles,
-            limits: Limits { max_timeout: self.max_timeout },
+            limits: Limits {
+                max_timeout: self.max_timeout,
+                governance: GovernanceLimits {
+                    default_budget_usd: self.default_max_budget_usd,
+                    max_budget_usd: self.max_budget_usd_ceiling,
+                    default_idle_timeout: self.idle_timeout,
+                    default_tool_timeout: self.tool_timeout,
+                },
+            },
             max_workers: self.max_workers,
             max_line_bytes: self.max_line_bytes,
+            retry_backoff: self.retry_backoff,
+            rate_limit_breaker: !self.no_rate_limit_breaker,
+            budget,
             scratch,
         })
     }

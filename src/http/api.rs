@@ -336,6 +336,8 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
     let running = service.pool.running();
     let waiting = service.pool.unfinished().saturating_sub(running);
     let queue = service.queue.store().counts().await.ok();
-    let text = service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue });
+    let dispatch = service.pool.dispatch();
+    let budget = service.pool.budget().await;
+    let text = service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue, dispatch, budget });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -75,9 +75,12 @@ fn settings(max_workers: usize) -> Arc<DaemonSettings> {
         registry: Arc::new(registry),
         registry_path: dir.join("mcp_servers.json"),
         profiles: dir.join("profiles"),
-        limits: Limits { max_timeout: Duration::from_secs(60) },
+        limits: Limits { max_timeout: Duration::from_secs(60), governance: Default::default() },
         max_workers,
         max_line_bytes: 1 << 20,
+        retry_backoff: Duration::from_millis(100),
+        rate_limit_breaker: true,
+        budget: None,
         scratch: Arc::new(crate::scratch::Scratch::create().unwrap()),
     })
 }
@@ -87,8 +90,12 @@ fn items(actions: &[(&str, &str)]) -> Vec<Item> {
         .iter()
         .map(|(id, task)| json!({"type": "spawn_worker", "taskId": id, "task": task, "servers": ["fs"]}))
         .collect();
-    parse_line(&json!({ "actions": actions }).to_string(), Some(1), Limits { max_timeout: Duration::from_secs(60) })
-        .unwrap()
+    parse_line(
+        &json!({ "actions": actions }).to_string(),
+        Some(1),
+        Limits { max_timeout: Duration::from_secs(60), governance: Default::default() },
+    )
+    .unwrap()
 }
 
 /// The next result, skipping starts (whose acks are dropped: the worker goes on).
@@ -96,7 +103,7 @@ async fn next_result(rx: &mut mpsc::Receiver<Event>) -> WorkerResult {
     loop {
         match rx.recv().await.expect("the pool closed its sink") {
             Event::Output(Output::Result(result)) => return *result,
-            Event::Output(_) | Event::Started { .. } => {}
+            Event::Output(_) | Event::Started { .. } | Event::Attempt(_) | Event::Budget(_) => {}
         }
     }
 }
@@ -215,3 +222,6 @@ async fn a_start_the_journal_could_not_record_never_runs() {
     drop(pool);
     finished.wait().await;
 }
+
+#[path = "retry_tests.rs"]
+mod retry_tests;

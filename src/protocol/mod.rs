@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod documents;
+pub mod governance;
 pub mod parse;
 pub mod reply;
 pub mod schema;
@@ -44,10 +45,17 @@ pub enum ErrorKind {
     SessionNotFound,
     /// Another continuation of the same session is running.
     SessionBusy,
+    /// The action's `maxBudgetUsd` was reached (the CLI's `--max-budget-usd`).
+    BudgetExceeded,
+    /// The daemon-wide `--budget` window has no room for the action (policy `refuse`).
+    BudgetExhausted,
+    /// The watchdog saw no progress for longer than `idleTimeout` (or a tool call open longer
+    /// than `toolTimeout`).
+    IdleTimeout,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::InvalidAction,
         ErrorKind::UnknownServer,
         ErrorKind::SpawnFailed,
@@ -65,6 +73,9 @@ impl ErrorKind {
         ErrorKind::StructuredOutputInvalid,
         ErrorKind::SessionNotFound,
         ErrorKind::SessionBusy,
+        ErrorKind::BudgetExceeded,
+        ErrorKind::BudgetExhausted,
+        ErrorKind::IdleTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,21 +97,29 @@ impl ErrorKind {
             ErrorKind::StructuredOutputInvalid => "structured_output_invalid",
             ErrorKind::SessionNotFound => "session_not_found",
             ErrorKind::SessionBusy => "session_busy",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::BudgetExhausted => "budget_exhausted",
+            ErrorKind::IdleTimeout => "idle_timeout",
         }
     }
 }
 
 /// The `error` object of a failed `worker_result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WorkerError {
     pub kind: ErrorKind,
     pub message: String,
     pub retryable: bool,
+    /// Kind-specific details (`idle_timeout`: phase, tool, silence; `rate_limited`,
+    /// `budget_exhausted`: when to try again).
+    #[serde(flatten, default)]
+    pub detail: governance::ErrorDetail,
 }
 
 impl WorkerError {
     pub fn new(kind: ErrorKind, message: impl Into<String>, retryable: bool) -> Self {
-        Self { kind, message: message.into(), retryable }
+        Self { kind, message: message.into(), retryable, detail: governance::ErrorDetail::default() }
     }
 }
 
@@ -151,6 +170,9 @@ pub struct WorkerResult {
     /// The CLI session the worker ran in (what `"continue": taskId` resumes).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub session_id: Option<String>,
+    /// Retries, the model that answered: see [`governance::ResultGovernance`].
+    #[serde(flatten, default)]
+    pub governance: governance::ResultGovernance,
     #[serde(flatten)]
     pub origin: Origin,
 }
@@ -181,6 +203,7 @@ impl WorkerResult {
             queued: None,
             structured_output: None,
             session_id: None,
+            governance: governance::ResultGovernance::default(),
             origin,
         }
     }
@@ -198,6 +221,8 @@ pub struct SpawnAction {
     pub model: Option<String>,
     /// What an orchestrating agent asked for beyond the basics (`outputSchema`, ...).
     pub agent: Box<agent::AgentOptions>,
+    /// Budget, watchdog, retries, fallback models.
+    pub governance: governance::Governance,
     pub origin: Origin,
 }
 
@@ -222,6 +247,7 @@ impl SpawnAction {
             action["model"] = model.clone().into();
         }
         self.agent.write_json(&mut action);
+        self.governance.write_json(&mut action);
         action
     }
 }
@@ -233,6 +259,8 @@ pub enum Output {
     Result(Box<WorkerResult>),
     Ack(ActionAck),
     Error(LineError),
+    /// `dispatch_paused` / `dispatch_resumed`: the daemon stopped or resumed starting workers.
+    Dispatch(governance::DispatchLine),
 }
 
 impl Output {

@@ -12,7 +12,9 @@ use super::{
 /// Every message for a malformed action starts with this (the seed's troubleshooting text).
 pub const INVALID_PREFIX: &str = "Invalid spawn_worker action";
 
-/// What one action of a document turned into.
+/// What one action of a document turned into. (Not boxed: items live only from parsing to
+/// admission, and nearly all of them are `Spawn`.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     /// A valid `spawn_worker` action (servers not yet checked against the registry).
@@ -27,6 +29,8 @@ pub enum Item {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_timeout: Duration,
+    /// Defaults and ceilings of the governance fields (budget, watchdog).
+    pub governance: super::governance::GovernanceLimits,
 }
 
 /// Parses one line of text. `line` is its 1-based number, when it has one.
@@ -99,6 +103,10 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
         Ok(agent) => Box::new(agent),
         Err(problems) => return refuse(problems),
     };
+    let governance = match super::governance::Governance::from_action(&action, &limits.governance) {
+        Ok(governance) => governance,
+        Err(problems) => return refuse(problems),
+    };
     let str_field = |name: &str| action.get(name).and_then(Value::as_str).map(str::to_owned);
     Item::Spawn(SpawnAction {
         task_id: task_id.clone(),
@@ -113,6 +121,7 @@ pub fn parse_action(action: Value, origin: Origin, limits: Limits) -> Item {
         max_turns: action.get("maxTurns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
         model: str_field("model"),
         agent,
+        governance,
         origin,
     })
 }
@@ -180,7 +189,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const LIMITS: Limits = Limits { max_timeout: Duration::from_secs(600) };
+    const LIMITS: Limits = Limits {
+        max_timeout: Duration::from_secs(600),
+        governance: crate::protocol::governance::GovernanceLimits {
+            default_budget_usd: None,
+            max_budget_usd: None,
+            default_idle_timeout: None,
+            default_tool_timeout: None,
+        },
+    };
 
     fn items(text: &str) -> Result<Vec<Item>, LineError> {
         parse_line(text, Some(1), LIMITS)
@@ -243,7 +260,7 @@ mod tests {
 
     #[test]
     fn an_action_survives_a_round_trip_through_json() {
-        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m","outputSchema":{"type":"object","properties":{"n":{"type":"string"}}},"tools":{"allow":["a.x"]},"progress":true,"continue":"j0","fork":true}"#;
+        let text = r#"{"type":"spawn_worker","taskId":"j","task":"t","servers":["a","b"],"timeout":5000,"profile":"p","maxTurns":3,"model":"m","maxBudgetUsd":0.5,"idleTimeout":100,"toolTimeout":200,"retries":2,"fallbackModels":["x"],"outputSchema":{"type":"object","properties":{"n":{"type":"string"}}},"tools":{"allow":["a.x"]},"progress":true,"continue":"j0","fork":true}"#;
         let value: Value = serde_json::from_str(text).unwrap();
         let Item::Spawn(action) = parse_action(value, Origin::default(), LIMITS) else { panic!() };
         let Item::Spawn(again) = parse_action(action.to_json(), action.origin, LIMITS) else { panic!() };

@@ -27,11 +27,15 @@ pub struct Metrics {
 }
 
 /// Gauges read at scrape time.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Gauges {
     pub running: usize,
     pub waiting: usize,
     pub queue: Option<Counts>,
+    /// The rate-limit breaker: whether starts are paused now, and how many pauses there were.
+    pub dispatch: (bool, u64),
+    /// The daemon-wide budget's windows: spent and left (empty without `--budget`).
+    pub budget: Vec<crate::pool::budget::WindowStatus>,
 }
 
 impl Metrics {
@@ -61,6 +65,32 @@ impl Metrics {
         };
         gauge("mcp_workers_workers_running", "Claude Code workers running now.", gauges.running.to_string());
         gauge("mcp_workers_actions_waiting", "Accepted actions waiting for a worker slot.", gauges.waiting.to_string());
+        let (paused, pauses) = gauges.dispatch;
+        gauge(
+            "mcp_workers_dispatch_paused",
+            "1 while the rate-limit breaker holds new workers back.",
+            u8::from(paused).to_string(),
+        );
+        if !gauges.budget.is_empty() {
+            let _ = write!(
+                out,
+                "# HELP mcp_workers_budget_spent_usd Spent in the budget window (running workers' reservations not included).\n# TYPE mcp_workers_budget_spent_usd gauge\n"
+            );
+            for status in &gauges.budget {
+                let _ = writeln!(out, "mcp_workers_budget_spent_usd{{window=\"{}\"}} {}", status.window, status.spent);
+            }
+            let _ = write!(
+                out,
+                "# HELP mcp_workers_budget_left_usd Left in the budget window after charges and reservations.\n# TYPE mcp_workers_budget_left_usd gauge\n"
+            );
+            for status in &gauges.budget {
+                let _ = writeln!(out, "mcp_workers_budget_left_usd{{window=\"{}\"}} {}", status.window, status.left);
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP mcp_workers_dispatch_pauses_total Pauses of the rate-limit breaker.\n# TYPE mcp_workers_dispatch_pauses_total counter\nmcp_workers_dispatch_pauses_total {pauses}\n"
+        );
         let _ = write!(
             out,
             "# HELP mcp_workers_results_total Worker results by kind.\n# TYPE mcp_workers_results_total counter\n"
@@ -118,11 +148,24 @@ mod tests {
             Origin::default(),
             WorkerError::new(ErrorKind::Timeout, "x", true),
         ));
-        let text =
-            metrics.render(Gauges { running: 2, waiting: 1, queue: Some(Counts { queued: 3, ..Counts::default() }) });
+        let text = metrics.render(Gauges {
+            running: 2,
+            waiting: 1,
+            queue: Some(Counts { queued: 3, ..Counts::default() }),
+            dispatch: (true, 4),
+            budget: vec![crate::pool::budget::WindowStatus {
+                window: crate::pool::budget::Window { usd: 5.0, period: std::time::Duration::from_secs(3600) },
+                spent: 1.5,
+                left: 3.0,
+            }],
+        });
         for line in [
             "mcp_workers_workers_running 2",
             "mcp_workers_actions_waiting 1",
+            "mcp_workers_dispatch_paused 1",
+            "mcp_workers_dispatch_pauses_total 4",
+            "mcp_workers_budget_spent_usd{window=\"5usd/1h\"} 1.5",
+            "mcp_workers_budget_left_usd{window=\"5usd/1h\"} 3",
             "mcp_workers_results_total{kind=\"success\"} 1",
             "mcp_workers_results_total{kind=\"timeout\"} 1",
             "mcp_workers_worker_duration_seconds_bucket{le=\"1\"} 0",

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use super::{Published, Service};
 use crate::pool::Event;
+use crate::protocol::governance::DispatchKind;
 use crate::protocol::{Output, WorkerResult};
 use crate::store::EventKind;
 
@@ -75,7 +76,20 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
                     }
                 }
             }
+            Event::Output(Output::Dispatch(line)) => {
+                // Live only: SSE subscribers see it, the journal does not keep it.
+                let kind = match line.kind {
+                    DispatchKind::DispatchPaused => EventKind::DispatchPaused,
+                    DispatchKind::DispatchResumed => EventKind::DispatchResumed,
+                };
+                if let Ok(data) = serde_json::to_value(&line) {
+                    service.publish([Published { id: None, kind, data }]);
+                }
+            }
             Event::Output(_) => {}
+            // Live only, like the dispatch lines.
+            Event::Attempt(data) => service.publish([Published { id: None, kind: EventKind::Attempt, data }]),
+            Event::Budget(data) => service.publish([Published { id: None, kind: EventKind::Budget, data }]),
         }
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_RETRIES;

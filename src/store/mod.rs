@@ -117,6 +117,17 @@ pub trait QueueStore: Send + Sync + 'static {
     fn task_changes(&self) -> Changes;
 }
 
+/// What the daemon-wide budget (`--budget AMOUNT/PERIOD`) has charged: durable, so that a
+/// restart does not reset its rolling windows. A separate trait (not part of [`Journal`]): `run`
+/// keeps a ledger without a journal, and a backend may add it on its own.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Records that `task_id` cost `usd`, now.
+    async fn charge(&self, task_id: &str, usd: f64) -> Result<()>;
+    /// The charges of the last `window`, oldest first: how long ago each was made, and its USD.
+    async fn charges_within(&self, window: Duration) -> Result<Vec<(Duration, f64)>>;
+}
+
 /// The action journal and event log of `serve`. Every accepted action is in it before it is
 /// acknowledged; its state moves `accepted` → `running` → `done` with exactly one result.
 #[async_trait]

@@ -138,6 +138,14 @@ pub enum EventKind {
     Accepted,
     Started,
     Result,
+    /// The breaker paused the starting of workers (live only: never written to the log).
+    DispatchPaused,
+    /// The breaker resumed starting workers (live only).
+    DispatchResumed,
+    /// A failed attempt of an action that will run again (live only).
+    Attempt,
+    /// The daemon-wide budget's windows after a charge (live only).
+    Budget,
 }
 
 impl EventKind {
@@ -147,6 +155,10 @@ impl EventKind {
             Self::Accepted => "accepted",
             Self::Started => "started",
             Self::Result => "result",
+            Self::DispatchPaused => "dispatch_paused",
+            Self::DispatchResumed => "dispatch_resumed",
+            Self::Attempt => "attempt",
+            Self::Budget => "budget",
         }
     }
 
@@ -155,6 +167,10 @@ impl EventKind {
             "accepted" => Self::Accepted,
             "started" => Self::Started,
             "result" => Self::Result,
+            "dispatch_paused" => Self::DispatchPaused,
+            "dispatch_resumed" => Self::DispatchResumed,
+            "attempt" => Self::Attempt,
+            "budget" => Self::Budget,
             _ => return None,
         })
     }

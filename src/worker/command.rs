@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::protocol::governance::Governance;
 use crate::registry::Selection;
 
 /// Settings that are the same for every worker.
@@ -46,6 +47,8 @@ pub struct Invocation<'a> {
     pub disallowed_tools: Vec<String>,
     /// `--resume=<kept session file>` (and `--fork-session` when true).
     pub resume: Option<(&'a Path, bool)>,
+    /// Budget cap, fallback models, whether the watchdog needs partial messages.
+    pub governance: &'a Governance,
 }
 
 /// Everything needed to start the child.
@@ -107,11 +110,28 @@ pub fn plan(settings: &CliSettings, inv: &Invocation<'_>, daemon_env: &BTreeMap<
         args.push("--disallowedTools".into());
         args.extend(inv.disallowed_tools.iter().cloned());
     }
+    args.extend(governance_args(inv.governance));
     // No prompt argument: the task goes on stdin (never argv: other users can read it there, and
     // Linux caps one argv string at 128 KiB).
     let stdin = inv.task.to_owned();
     let env = environment(settings, &inv.selection.variables, inv.home, inv.timeout, daemon_env);
     Plan { program: settings.claude.clone(), args, env, cwd: settings.workspace.clone(), stdin }
+}
+
+/// `--max-budget-usd`, `--fallback-model a,b`, and `--include-partial-messages` when the
+/// watchdog runs (every SSE event of an answer is then a line: a working model is never silent).
+fn governance_args(governance: &Governance) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(budget) = governance.max_budget_usd {
+        args.push(format!("--max-budget-usd={budget}"));
+    }
+    if !governance.fallback_models.is_empty() {
+        args.push(format!("--fallback-model={}", governance.fallback_models.join(",")));
+    }
+    if governance.watched() {
+        args.push("--include-partial-messages".into());
+    }
+    args
 }
 
 /// The CLI's environment, which its stdio MCP servers inherit (plus their entry's `env`):
@@ -230,6 +250,14 @@ mod tests {
         .collect()
     }
 
+    static NO_GOVERNANCE: Governance = Governance {
+        max_budget_usd: None,
+        idle_timeout: None,
+        tool_timeout: None,
+        retries: 0,
+        fallback_models: Vec::new(),
+    };
+
     fn invocation<'a>(task: &'a str, sel: &'a Selection) -> Invocation<'a> {
         Invocation {
             task,
@@ -243,6 +271,7 @@ mod tests {
             json_schema: None,
             disallowed_tools: Vec::new(),
             resume: None,
+            governance: &NO_GOVERNANCE,
         }
     }
 
@@ -273,6 +302,25 @@ mod tests {
         assert!(plan.args.contains(&r#"--json-schema={"type":"object"}"#.to_owned()), "{:?}", plan.args);
         assert!(plan.args.join(" ").ends_with("--disallowedTools mcp__fs__write_file"), "{:?}", plan.args);
         assert!(plan.args.join(" ").contains("--resume=/d/sessions/s-1.jsonl --fork-session"), "{:?}", plan.args);
+    }
+
+    #[test]
+    fn governance_flags() {
+        let sel = selection();
+        let args = plan(&settings(), &invocation("t", &sel), &daemon_env()).args;
+        assert!(!args.iter().any(|a| a.starts_with("--max-budget-usd") || a.starts_with("--fallback-model")));
+        assert!(!args.contains(&"--include-partial-messages".to_owned()));
+        let governance = Governance {
+            max_budget_usd: Some(0.25),
+            idle_timeout: Some(Duration::from_secs(5)),
+            fallback_models: vec!["a".into(), "b".into()],
+            ..Governance::default()
+        };
+        let inv = Invocation { governance: &governance, ..invocation("t", &sel) };
+        let args = plan(&settings(), &inv, &daemon_env()).args;
+        for flag in ["--max-budget-usd=0.25", "--fallback-model=a,b", "--include-partial-messages"] {
+            assert!(args.contains(&flag.to_owned()), "{flag} in {args:?}");
+        }
     }
 
     #[test]

@@ -10,10 +10,12 @@ pub mod mcp_log;
 pub mod outcome;
 pub mod process;
 pub mod progress;
+pub mod signals;
 pub mod stream;
 pub mod structured;
 pub mod tools;
 pub mod transcript;
+pub mod watchdog;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,11 +26,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::protocol::governance::ResultGovernance;
 use crate::protocol::{ErrorKind, SpawnAction, WorkerError, WorkerResult, WorkerResultTag};
 use crate::registry::Selection;
 use command::{CliSettings, Invocation};
 use outcome::{Facts, Stop};
 use stream::Transcript;
+use watchdog::Watchdog;
 
 /// Every worker's environment names its task, so its processes can be found again.
 pub const TASK_ID_VAR: &str = "MCP_WORKERS_TASK_ID";
@@ -68,6 +72,8 @@ pub struct Stopper {
     pub shutdown: CancellationToken,
     /// Fires on a second signal: a worker being stopped is killed without its kill grace.
     pub force: CancellationToken,
+    /// Where rate-limit and overload signals go (the pool's breaker), if anywhere.
+    pub signals: Option<signals::SignalSink>,
 }
 
 impl Stopper {
@@ -149,6 +155,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         json_schema: action.agent.output_schema.as_ref().map(|schema| schema.to_string()),
         disallowed_tools,
         resume: resumed.as_ref().map(|(_, path)| (path.as_path(), action.agent.fork)),
+        governance: &action.governance,
     };
     let mut plan = command::plan(&settings.cli, &invocation, &settings.daemon_env);
     // Lets a restarted daemon recognise (and kill) what a crashed one left running.
@@ -173,12 +180,23 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             lines.into_iter().for_each(|line| sink.offer(line));
         }
     };
-    let run = process::run(
+    let governance = &action.governance;
+    let mut dog = Watchdog::new(
+        governance.idle_timeout,
+        governance.tool_timeout,
+        settings.cli.mcp_connect_timeout,
+        tokio::time::Instant::now(),
+    );
+    // What the watchdog saw when it tripped (before the lines of the graceful stop came).
+    let mut tripped: Option<watchdog::Trip> = None;
+    let mut seen = signals::Signals::default();
+    let run = process::run_watched(
         &plan,
         action.timeout,
         &stopper.cancel,
         || stopper.reason(),
         process::Grace { period: settings.kill_grace, skip: stopper.force.clone() },
+        dog.as_ref().and_then(Watchdog::deadline),
         |line| {
             report(&|p| p.feed(line, elapsed()));
             keeper.line(line);
@@ -188,12 +206,28 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
             if !was_init && transcript.init_seen && !outcome::unavailable_servers(&transcript, requested).is_empty() {
                 return process::Verdict::Stop(Stop::McpUnavailable);
             }
-            process::Verdict::Continue
+            if let Some(sink) = &stopper.signals {
+                if let Some(signal) = seen.next(&transcript, std::time::SystemTime::now()) {
+                    (sink.0)(signal);
+                }
+            }
+            let Some(dog) = dog.as_mut() else { return process::Verdict::Continue };
+            let now = tokio::time::Instant::now();
+            if let Some(at) = dog.deadline().filter(|at| *at <= now) {
+                tripped.get_or_insert_with(|| dog.trip(at));
+            }
+            dog.observe(&transcript, now);
+            process::Verdict::Watch(dog.deadline())
         },
     );
     let ended = with_heartbeat(run, reporter.is_some(), || report(&|p| p.heartbeat(elapsed()).into_iter().collect()))
         .await
         .map_err(|err| spawn_error(&plan.program, &err))?;
+    let trip = match (ended.stop, tripped, &dog) {
+        (Some(Stop::Idle), Some(trip), _) => Some(trip),
+        (Some(Stop::Idle), None, Some(dog)) => Some(dog.trip(dog.deadline().unwrap_or_else(tokio::time::Instant::now))),
+        _ => None,
+    };
 
     if ended.skipped_lines > 0 {
         warn!(lines = ended.skipped_lines, "skipped over-long lines from Claude Code");
@@ -213,6 +247,11 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         timeout: action.timeout,
     };
     let mut verdict = outcome::decide(&facts);
+    if let (Some(trip), Some(error)) = (&trip, verdict.error.as_mut()) {
+        let (message, detail) = trip.describe();
+        warn!(phase = ?trip.phase, tool = trip.tool.as_deref(), "{message}");
+        (verdict.result, error.message, error.detail) = (message.clone(), message, detail);
+    }
     let mut structured_output = None;
     if let Some(schema) = &action.agent.output_schema {
         (verdict, structured_output) = structured::weigh(schema, transcript.result.as_ref(), verdict);
@@ -241,6 +280,7 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
         queued: None,
         structured_output,
         session_id: keeper.session_id.clone(),
+        governance: ResultGovernance { model: transcript.governed.model(), ..ResultGovernance::default() },
         origin: action.origin,
     })
 }

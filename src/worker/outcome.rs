@@ -22,6 +22,8 @@ pub enum Stop {
     Cancelled,
     /// A requested MCP server did not connect (seen in `system/init`).
     McpUnavailable,
+    /// The no-progress watchdog tripped (`idleTimeout`, `toolTimeout`).
+    Idle,
 }
 
 /// How the child process ended.
@@ -123,6 +125,8 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
                 true,
             );
         }
+        // The worker adds the phase, the tool and the silence (`watchdog::Trip`).
+        Some(Stop::Idle) => return Verdict::fail(ErrorKind::IdleTimeout, "the worker made no progress", true),
         Some(Stop::McpUnavailable) | None => {}
     }
     let unavailable = unavailable_servers(t, facts.requested);
@@ -152,6 +156,10 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
             message,
             false,
         );
+    }
+    if result.subtype == "error_max_budget_usd" {
+        let message = result.errors.first().cloned().unwrap_or_else(|| "Reached the maximum budget".into());
+        return Verdict::fail(ErrorKind::BudgetExceeded, message, false);
     }
     if !result.is_error && result.subtype == "success" {
         return Verdict::ok(result.text.clone().unwrap_or_default());
@@ -280,6 +288,9 @@ mod tests {
         check(&[INIT_OK, login], ONE, None, "", (false, Some(ClaudeError), false));
         let max_turns = r#"{"type":"result","subtype":"error_max_turns","is_error":true,"errors":["Reached maximum number of turns (2)"]}"#;
         check(&[INIT_OK, max_turns], ONE, None, "", (false, Some(MaxTurns), false));
+        let budget = r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true,"total_cost_usd":0.15,"errors":["Reached maximum budget ($0.1)"]}"#;
+        check(&[INIT_OK, budget], ONE, None, "", (false, Some(BudgetExceeded), false));
+        check(&[INIT_OK, SUCCESS], OK, Some(Stop::Idle), "", (false, Some(IdleTimeout), true));
         let interrupted = r#"{"type":"result","subtype":"error_during_execution","is_error":true}"#;
         check(&[INIT_OK, interrupted], OK, None, "", (false, Some(ClaudeError), false));
         // No result at all.

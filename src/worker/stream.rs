@@ -53,6 +53,23 @@ pub struct ResultEvent {
 pub struct ApiRetry {
     pub error_status: Option<u16>,
     pub error: Option<String>,
+    /// How long the CLI waits before it tries again (the server's `retry-after` when it sent one).
+    pub retry_delay_ms: Option<u64>,
+}
+
+/// What the stream says about models and rate limits: the governance facts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Governed {
+    /// The model `system/init` names.
+    pub init_model: Option<String>,
+    /// The model of the last real (not `<synthetic>`) assistant message.
+    pub answered_by: Option<String>,
+    /// `system/model_fallback` events: (from, to).
+    pub fallbacks: Vec<(String, String)>,
+    /// The last `rate_limit_event`'s `rate_limit_info`: status and `resetsAt` (epoch seconds).
+    pub rate_limit: Option<(String, Option<u64>)>,
+    /// How many `system/api_retry` events came.
+    pub api_retries: u64,
 }
 
 /// Everything worth knowing from one worker's event stream.
@@ -71,6 +88,7 @@ pub struct Transcript {
     pub api_error: Option<(String, String)>,
     pub lines: u64,
     pub unreadable_lines: u64,
+    pub governed: Governed,
 }
 
 impl Transcript {
@@ -87,8 +105,11 @@ impl Transcript {
                 self.last_retry = Some(ApiRetry {
                     error_status: status(&event["error_status"]),
                     error: event["error"].as_str().map(str::to_owned),
+                    retry_delay_ms: event["retry_delay_ms"].as_u64(),
                 });
+                self.governed.api_retries += 1;
             }
+            (Some("system"), Some("model_fallback")) | (Some("rate_limit_event"), _) => self.governed.feed(&event),
             (Some("assistant"), _) => self.on_assistant(&event),
             (Some("user"), _) => self.on_user(&event),
             (Some("result"), _) => self.on_result(&event),
@@ -98,6 +119,7 @@ impl Transcript {
 
     fn on_init(&mut self, event: &Value) {
         self.init_seen = true;
+        self.governed.init_model = event["model"].as_str().map(str::to_owned);
         for server in event["mcp_servers"].as_array().into_iter().flatten() {
             if let (Some(name), Some(status)) = (server["name"].as_str(), server["status"].as_str()) {
                 self.servers.insert(name.to_owned(), status.to_owned());
@@ -107,6 +129,9 @@ impl Transcript {
 
     fn on_assistant(&mut self, event: &Value) {
         let message = &event["message"];
+        if let Some(model) = message["model"].as_str().filter(|m| *m != "<synthetic>") {
+            self.governed.answered_by = Some(model.to_owned());
+        }
         if let Some(error) = event["error"].as_str() {
             let text = blocks_text(&message["content"]);
             self.api_error = Some((error.to_owned(), truncate(&text, 2048)));
@@ -195,6 +220,27 @@ impl Transcript {
             }
         }
         seen
+    }
+}
+
+impl Governed {
+    /// A `system/model_fallback` or a `rate_limit_event`.
+    fn feed(&mut self, event: &Value) {
+        if event["type"] == "rate_limit_event" {
+            let info = &event["rate_limit_info"];
+            if let Some(status) = info["status"].as_str() {
+                self.rate_limit = Some((status.to_owned(), info["resetsAt"].as_u64()));
+            }
+            return;
+        }
+        if let (Some(from), Some(to)) = (event["original_model"].as_str(), event["fallback_model"].as_str()) {
+            self.fallbacks.push((from.to_owned(), to.to_owned()));
+        }
+    }
+
+    /// The model that answered last: an assistant message's, else the last fallback's, else init's.
+    pub fn model(&self) -> Option<String> {
+        self.answered_by.clone().or_else(|| self.fallbacks.last().map(|(_, to)| to.clone())).or(self.init_model.clone())
     }
 }
 
@@ -312,9 +358,31 @@ mod tests {
             r#"{"type":"assistant","error":"rate_limit","message":{"model":"<synthetic>","content":[{"type":"text","text":"API Error: 429"}]}}"#,
             r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: 429 rate limited"}"#,
         ]);
-        assert_eq!(t.last_retry, Some(ApiRetry { error_status: Some(529), error: Some("overloaded".into()) }));
+        assert_eq!(
+            t.last_retry,
+            Some(ApiRetry { error_status: Some(529), error: Some("overloaded".into()), retry_delay_ms: None })
+        );
         assert_eq!(t.api_error, Some(("rate_limit".into(), "API Error: 429".into())));
         assert_eq!(t.result.unwrap().api_error_status, Some(429));
+    }
+
+    #[test]
+    fn models_fallbacks_and_rate_limits_are_recorded() {
+        let t = transcript(&[
+            r#"{"type":"system","subtype":"init","model":"big","mcp_servers":[]}"#,
+            r#"{"type":"system","subtype":"api_retry","attempt":1,"error_status":429,"error":"rate_limit","retry_delay_ms":3000}"#,
+            r#"{"type":"system","subtype":"model_fallback","trigger":"overloaded","original_model":"big","fallback_model":"small"}"#,
+            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1700000000}}"#,
+        ]);
+        assert_eq!(t.last_retry.as_ref().and_then(|r| r.retry_delay_ms), Some(3000));
+        assert_eq!(t.governed.model().as_deref(), Some("small"));
+        assert_eq!(t.governed.rate_limit, Some(("rejected".into(), Some(1_700_000_000))));
+        let t = transcript(&[
+            r#"{"type":"system","subtype":"init","model":"big","mcp_servers":[]}"#,
+            r#"{"type":"assistant","message":{"model":"small","content":[]}}"#,
+            r#"{"type":"assistant","error":"x","message":{"model":"<synthetic>","content":[]}}"#,
+        ]);
+        assert_eq!(t.governed.model().as_deref(), Some("small"));
     }
 
     #[test]

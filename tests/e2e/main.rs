@@ -6,6 +6,7 @@ mod agent;
 mod contain;
 mod engine;
 mod fake_model_smoke;
+mod governance;
 mod notify;
 mod postgres;
 mod queue;

@@ -82,6 +82,9 @@ impl Desk {
                     }
                 }
                 Event::Output(Output::Result(result)) => self.finish(result),
+                // A failed attempt that runs again starts again (`Started`); budget figures are
+                // for `serve`'s SSE.
+                Event::Attempt(_) | Event::Budget(_) => continue,
                 Event::Output(other) => tracing::warn!(?other, "unexpected output from the pool"),
             }
             self.version.send_modify(|v| *v += 1);

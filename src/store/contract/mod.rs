@@ -6,6 +6,7 @@
 //! Every case reads time from a manual [`Clock`], so leases and expiries are exact.
 
 pub mod journal;
+pub mod ledger;
 pub mod queue;
 
 use std::future::Future;
@@ -78,3 +79,14 @@ macro_rules! store_contract {
     };
 }
 pub(crate) use store_contract;
+
+/// The [`super::Ledger`] cases, for a backend whose store implements it (a separate macro, so a
+/// backend without a ledger yet still runs [`store_contract!`]).
+macro_rules! ledger_contract {
+    ($make:expr) => {
+        $crate::store::contract::store_contract!(@cases $make; ledger:
+            charges_are_kept_per_window_and_survive_reopening
+        );
+    };
+}
+pub(crate) use ledger_contract;

@@ -63,6 +63,14 @@ pub const MIGRATIONS: &[&str] = &[
         data    TEXT NOT NULL,
         at_ms   INTEGER NOT NULL
     );",
+    // 3: the daemon-wide budget's charges (see ledger.rs).
+    "CREATE TABLE charges (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        usd     REAL NOT NULL,
+        at_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX charges_by_time ON charges (at_ms);",
 ];
 
 /// WAL size (pages) at which a commit checkpoints by itself.

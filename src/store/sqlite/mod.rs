@@ -10,6 +10,7 @@
 
 pub mod db;
 mod journal;
+mod ledger;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -28,8 +29,8 @@ use self::threads::{Feeds, Msg, ReadJob, read, write};
 use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
-    ActionRecord, ActionState, Changes, Clock, Counts, EventRecord, Journal, QueueStore, Recovery, Result, StoreError,
-    SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
+    ActionRecord, ActionState, Changes, Clock, Counts, EventRecord, Journal, Ledger, QueueStore, Recovery, Result,
+    StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
 };
 use crate::protocol::WorkerResult;
 
@@ -235,5 +236,18 @@ impl Journal for SqliteStore {
 
     fn event_changes(&self) -> Changes {
         self.feeds.events.subscribe()
+    }
+}
+
+#[async_trait]
+impl Ledger for SqliteStore {
+    async fn charge(&self, task_id: &str, usd: f64) -> Result<()> {
+        let t = task_id.to_owned();
+        self.write(move |c, now| ledger::charge(c, &t, usd, now)).await
+    }
+
+    async fn charges_within(&self, window: Duration) -> Result<Vec<(Duration, f64)>> {
+        let now = self.clock.now();
+        self.read(move |c| ledger::charges_within(c, millis(window), now)).await
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::SqliteStore;
-use crate::store::contract::{Harness, ms, prompts, soon, store_contract};
+use crate::store::contract::{Harness, ledger_contract, ms, prompts, soon, store_contract};
 use crate::store::{Clock, QueueStore};
 
 struct Sqlite {
@@ -26,6 +26,7 @@ impl Harness for Sqlite {
 }
 
 store_contract!(Sqlite::new());
+ledger_contract!(Sqlite::new());
 
 #[test]
 fn newer_schema_is_refused() {

@@ -44,6 +44,8 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub enum Verdict {
     Continue,
     Stop(Stop),
+    /// Go on; the watchdog trips at this instant unless another line comes (`None`: it does not).
+    Watch(Option<tokio::time::Instant>),
 }
 
 /// How the child ended.
@@ -130,6 +132,7 @@ fn worker_cgroup(marker: &Marker) -> Option<WorkerCgroup> {
         .ok()
 }
 
+#[cfg(test)]
 /// Runs the plan until the child exits, the deadline passes, or `cancel` fires (`cancel_stop` says
 /// which kind of stop that is). Each stdout line goes to `on_line`, which may stop the child.
 pub async fn run(
@@ -138,6 +141,22 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_stop: impl Fn() -> Stop,
     grace: impl Into<Grace>,
+    on_line: impl FnMut(&str) -> Verdict,
+) -> io::Result<Ended> {
+    run_watched(plan, deadline, cancel, cancel_stop, grace, None, on_line).await
+}
+
+/// [`run`] with a no-progress watchdog: the child is stopped ([`Stop::Idle`]) at `idle_at` unless
+/// a line comes first; after each line `on_line` may move that instant ([`Verdict::Watch`]).
+/// The idle stop is graceful first (SIGINT: the CLI still writes its `result`, cost included,
+/// which `on_line` gets), then the kill grace, then SIGKILL to the group.
+pub async fn run_watched(
+    plan: &Plan,
+    deadline: Duration,
+    cancel: &CancellationToken,
+    cancel_stop: impl Fn() -> Stop,
+    grace: impl Into<Grace>,
+    mut idle_at: Option<tokio::time::Instant>,
     mut on_line: impl FnMut(&str) -> Verdict,
 ) -> io::Result<Ended> {
     let grace = grace.into();
@@ -198,6 +217,9 @@ pub async fn run(
 
     let sleep = tokio::time::sleep(deadline);
     tokio::pin!(sleep);
+    let far = tokio::time::Instant::now() + deadline;
+    let idle = tokio::time::sleep_until(idle_at.unwrap_or(far));
+    tokio::pin!(idle);
     let mut stop = None;
     let mut status = None;
     let mut stdout_open = true;
@@ -205,9 +227,14 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => stop = Some(cancel_stop()),
             _ = &mut sleep => stop = Some(Stop::Deadline),
+            _ = &mut idle, if idle_at.is_some() => stop = Some(Stop::Idle),
             item = lines.next_line(), if stdout_open => match feed(item, &mut skipped_lines) {
                 Some(Verdict::Stop(reason)) => stop = Some(reason),
                 Some(Verdict::Continue) => {}
+                Some(Verdict::Watch(at)) => {
+                    idle_at = at;
+                    idle.as_mut().reset(at.unwrap_or(far));
+                }
                 None => stdout_open = false,
             },
             exited = child.wait() => status = Some(exited?),
@@ -216,7 +243,14 @@ pub async fn run(
 
     let status = match status {
         Some(status) => status,
-        None => terminate(&mut child, pid, &grace, &mut lines).await?,
+        None => {
+            // An idle stop is an interruption (the CLI reports its cost then); the others end it.
+            let signal = if stop == Some(Stop::Idle) { Signal::SIGINT } else { Signal::SIGTERM };
+            let mut keep = |item| {
+                feed(item, &mut skipped_lines);
+            };
+            terminate(&mut child, pid, &grace, signal, &mut lines, &mut keep).await?
+        }
     };
     // The CLI is gone (and reaped): kill whatever is left of its group (servers it did not
     // reap), then its cgroup and everything that escaped with the worker's marker.
@@ -237,10 +271,9 @@ pub async fn run(
     }
     // Read what the CLI wrote before it exited (the `result` line is often still in the pipe).
     if stdout_open && stop.is_none() {
-        let _ = tokio::time::timeout(DRAIN, async {
-            while let Some(Verdict::Continue | Verdict::Stop(_)) = feed(lines.next_line().await, &mut skipped_lines) {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(DRAIN, async { while feed(lines.next_line().await, &mut skipped_lines).is_some() {} })
+                .await;
     }
     let stderr_tail = match stderr {
         Some(mut handle) => match tokio::time::timeout(DRAIN, &mut handle).await {
@@ -270,22 +303,28 @@ impl From<Duration> for Grace {
     }
 }
 
-/// SIGTERM to the CLI, up to the grace for it to exit (draining its stdout meanwhile so it never
-/// blocks on a full pipe), then SIGKILL to the whole group.
+/// `signal` to the CLI, up to the grace for it to exit (reading its stdout meanwhile, so it never
+/// blocks on a full pipe and its last lines are kept), then SIGKILL to the whole group.
 async fn terminate<R: tokio::io::AsyncBufRead + Unpin>(
     child: &mut Child,
     pid: Option<Pid>,
     grace: &Grace,
+    signal: Signal,
     lines: &mut BoundedLines<R>,
+    keep: &mut impl FnMut(io::Result<Option<Line>>),
 ) -> io::Result<std::process::ExitStatus> {
     if let Some(pid) = pid {
-        let _ = kill(pid, Signal::SIGTERM);
+        let _ = kill(pid, signal);
     }
     let exit = async {
         loop {
             tokio::select! {
                 exited = child.wait() => return Some(exited),
-                item = lines.next_line() => if !matches!(item, Ok(Some(_))) { return Some(child.wait().await) },
+                item = lines.next_line() => {
+                    let open = matches!(item, Ok(Some(_)));
+                    keep(item);
+                    if !open { return Some(child.wait().await) }
+                }
             }
         }
     };

@@ -201,3 +201,33 @@ async fn a_skipped_grace_kills_a_term_ignoring_child_at_once() {
     assert_eq!((ended.stop, ended.exit.signal), (Some(Stop::Shutdown), Some(9)), "{ended:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "the grace was skipped: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn an_idle_stop_interrupts_first_and_keeps_the_last_lines() {
+    // The child answers SIGINT (not SIGTERM) with a last line, as the CLI writes its result then.
+    let plan = sh("trap 'echo interrupted; exit 0' INT; echo ready; while :; do sleep 0.05; done");
+    let mut lines = Vec::new();
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let ended = super::run_watched(
+        &plan,
+        HOUR,
+        &cancel,
+        || Stop::Cancelled,
+        HOUR,
+        None,
+        |line| {
+            lines.push(line.to_owned());
+            // After `ready`, nothing more is allowed to come for 300 ms.
+            let silence = tokio::time::Instant::now() + Duration::from_millis(300);
+            if line == "ready" { Verdict::Watch(Some(silence)) } else { Verdict::Continue }
+        },
+    )
+    .await
+    .expect("sh starts");
+    assert_eq!(ended.stop, Some(Stop::Idle));
+    assert_eq!(lines, ["ready", "interrupted"], "the line written after the interrupt is kept");
+    assert_eq!(ended.exit.code, Some(0), "it exited by itself, before the hour of grace: {:?}", ended.exit);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(30), "{took:?}");
+}

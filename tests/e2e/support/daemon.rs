@@ -145,23 +145,62 @@ pub struct Daemon {
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
     stderr: tokio::task::JoinHandle<String>,
+    /// stderr as read so far.
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
+    /// Waits until the daemon's stderr (its log) contains `needle`. Panics after LINE_LIMIT.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let found = tokio::time::timeout(LINE_LIMIT, async {
+            while !self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(needle) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "the daemon never logged {needle:?}");
+    }
+
     /// Starts `mcp-workers --root <project> run <args>` against `model`.
     pub fn start(project: &Project, model: &FakeModel, args: &[&str]) -> Daemon {
+        Self::start_env(project, model, args, &[], &[])
+    }
+
+    /// [`Daemon::start`] with the variables `remove` taken out of the daemon's environment and
+    /// `add` put in (e.g. subscription auth instead of the API key).
+    pub fn start_env(
+        project: &Project,
+        model: &FakeModel,
+        args: &[&str],
+        remove: &[&str],
+        add: &[(&str, &str)],
+    ) -> Daemon {
         let mut command = project.command(model, &["run"]);
+        for name in remove {
+            command.env_remove(name);
+        }
+        command.envs(add.iter().copied());
         command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().expect("start mcp-workers");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let mut err = child.stderr.take().expect("stderr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mirror = seen.clone();
         let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text).await;
-            text
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                mirror
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
         });
-        Daemon { child, stdin, stdout, stderr }
+        Daemon { child, stdin, stdout, stderr, seen }
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,6 +256,18 @@ impl Daemon {
             lines.push(self.next().await);
         }
         lines
+    }
+
+    /// Reads `n` `worker_result` lines, skipping the breaker's `dispatch_*` lines.
+    pub async fn results(&mut self, n: usize) -> Vec<Value> {
+        let mut results = Vec::with_capacity(n);
+        while results.len() < n {
+            let line = self.next().await;
+            if !line["type"].as_str().is_some_and(|t| t.starts_with("dispatch_")) {
+                results.push(line);
+            }
+        }
+        results
     }
 
     /// Waits for the daemon to exit; returns its status, the rest of stdout, and stderr.

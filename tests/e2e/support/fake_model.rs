@@ -69,6 +69,92 @@ pub enum Step {
     Status(u16, Value),
     /// Hold the request until the test opens the gate, then answer with the inner step.
     Gated(Gate, Box<Step>),
+    /// The inner step, its streamed events this far apart (slow but alive).
+    Slow(Duration, Box<Step>),
+    /// The inner step, reporting this usage (input, output tokens) instead of the defaults.
+    Usage(u64, u64, Box<Step>),
+    /// The inner step's response with these headers added (rate-limit headers, `retry-after`).
+    Headers(Vec<(String, String)>, Box<Step>),
+}
+
+/// How a step's response is shaped by the wrappers around it ([`Step::Slow`], [`Step::Usage`],
+/// [`Step::Headers`]).
+#[derive(Debug, Clone)]
+struct Shape {
+    delay: Duration,
+    input_tokens: u64,
+    output_tokens: u64,
+    headers: Vec<(String, String)>,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape { delay: Duration::ZERO, input_tokens: INPUT_TOKENS, output_tokens: OUTPUT_TOKENS, headers: Vec::new() }
+    }
+}
+
+impl Shape {
+    /// Takes the wrappers off `step`.
+    fn peel(&mut self, mut step: Step) -> Step {
+        loop {
+            step = match step {
+                Step::Slow(delay, inner) => {
+                    self.delay = delay;
+                    *inner
+                }
+                Step::Usage(input, output, inner) => {
+                    (self.input_tokens, self.output_tokens) = (input, output);
+                    *inner
+                }
+                Step::Headers(headers, inner) => {
+                    self.headers.extend(headers);
+                    *inner
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// `step` with its streamed events `delay` apart.
+pub fn slow(delay: Duration, step: Step) -> Step {
+    Step::Slow(delay, Box::new(step))
+}
+
+/// `step`, reporting `input` and `output` tokens (so that the CLI's cost estimate grows).
+pub fn with_usage(input: u64, output: u64, step: Step) -> Step {
+    Step::Usage(input, output, Box::new(step))
+}
+
+/// `step`'s response with extra headers.
+pub fn with_headers<K: Into<String>, V: Into<String>>(headers: impl IntoIterator<Item = (K, V)>, step: Step) -> Step {
+    Step::Headers(headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), Box::new(step))
+}
+
+/// A 429 with `retry-after: secs` and the unified rate-limit headers of a rejected request.
+pub fn rate_limited(secs: u64) -> Step {
+    let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + secs;
+    with_headers(
+        [
+            ("retry-after".to_owned(), secs.to_string()),
+            ("anthropic-ratelimit-unified-status".to_owned(), "rejected".to_owned()),
+            ("anthropic-ratelimit-unified-reset".to_owned(), reset.to_string()),
+        ],
+        status(429, api_error_body("rate_limit_error", "fake model: rate limited")),
+    )
+}
+
+/// A script whose first `n` requests get `failure` and whose later ones follow `then` by model
+/// turn (a new attempt of the worker starts again at turn 0): a task that fails, then answers.
+pub fn fail_then(n: u64, failure: Step, then: Vec<Step>) -> Script {
+    let seen = AtomicU64::new(0);
+    Script::dynamic(move |r: &Request| {
+        if seen.fetch_add(1, Ordering::SeqCst) < n {
+            return failure.clone();
+        }
+        let past = || status(400, api_error_body("invalid_request_error", "fake model: past the end of the script"));
+        then.get(r.turn()).cloned().unwrap_or_else(past)
+    })
 }
 
 /// A gate a test opens to release the requests held by [`gated`] steps.
@@ -259,6 +345,8 @@ fn texts(content: &Value) -> Vec<String> {
 struct Shared {
     scripts: Mutex<Vec<(String, Arc<ScriptKind>)>>,
     requests: Mutex<Vec<Value>>,
+    /// When each request of `requests` arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     other_requests: Mutex<Vec<String>>,
     count: watch::Sender<usize>,
     shutdown: CancellationToken,
@@ -312,6 +400,7 @@ impl FakeModel {
         let shared = Arc::new(Shared {
             scripts: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
             other_requests: Mutex::new(Vec::new()),
             count: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
@@ -348,6 +437,12 @@ impl FakeModel {
     /// `requests()` whose task contains `key`.
     pub fn requests_for(&self, key: &str) -> Vec<Request> {
         self.requests().into_iter().map(Request::new).filter(|r| r.task().contains(key)).collect()
+    }
+
+    /// Every request's arrival time and task, in order (the request log).
+    pub fn request_log(&self) -> Vec<(std::time::Instant, String)> {
+        let tasks = self.requests().into_iter().map(|body| Request::new(body).task());
+        lock(&self.shared.arrivals).iter().copied().zip(tasks).collect()
     }
 
     pub fn request_count(&self) -> usize {
@@ -395,6 +490,7 @@ async fn messages(State(shared): State<Arc<Shared>>, RawQuery(_query): RawQuery,
         }
     };
     lock(&shared.requests).push(body.clone());
+    lock(&shared.arrivals).push(std::time::Instant::now());
     shared.count.send_modify(|count| *count += 1);
     let request = Request::new(body);
     match shared.step_for(&request) {
@@ -410,6 +506,18 @@ async fn messages(State(shared): State<Arc<Shared>>, RawQuery(_query): RawQuery,
 }
 
 async fn respond(shared: &Shared, request: &Request, step: Step) -> Response {
+    let mut shape = Shape::default();
+    let step = shape.peel(step);
+    let mut response = respond_shaped(shared, request, step, &shape).await;
+    for (name, value) in &shape.headers {
+        if let (Ok(name), Ok(value)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+async fn respond_shaped(shared: &Shared, request: &Request, step: Step, shape: &Shape) -> Response {
     let (content, stop_reason) = match step {
         Step::Text(text) => (vec![json!({"type": "text", "text": text})], "end_turn"),
         Step::ToolUses(calls) => {
@@ -423,10 +531,12 @@ async fn respond(shared: &Shared, request: &Request, step: Step) -> Response {
             let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return json_response(code, &body);
         }
-        Step::Hang | Step::Gated(..) => return hang_until_shutdown(shared).await,
+        Step::Hang | Step::Gated(..) | Step::Slow(..) | Step::Usage(..) | Step::Headers(..) => {
+            return hang_until_shutdown(shared).await;
+        }
         Step::StallMidStream if !request.is_streaming() => return hang_until_shutdown(shared).await,
         Step::StallMidStream => {
-            let start = sse_event("message_start", &message_start(request));
+            let start = sse_event("message_start", &message_start(request, shape));
             let shutdown = shared.shutdown.clone();
             let silence = stream::once(async move {
                 shutdown.cancelled_owned().await;
@@ -436,14 +546,20 @@ async fn respond(shared: &Shared, request: &Request, step: Step) -> Response {
         }
     };
     if request.is_streaming() {
+        let delay = shape.delay;
         let events =
-            sse_events(request, &content, stop_reason).into_iter().map(|e| Ok::<_, Infallible>(Bytes::from(e)));
-        sse_response(stream::iter(events))
+            sse_events(request, &content, stop_reason, shape).into_iter().enumerate().map(move |(i, e)| async move {
+                if i > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<_, Infallible>(Bytes::from(e))
+            });
+        sse_response(stream::iter(events).then(|e| e))
     } else {
-        let mut message = message_start(request)["message"].take();
+        let mut message = message_start(request, shape)["message"].take();
         message["content"] = Value::Array(content);
         message["stop_reason"] = json!(stop_reason);
-        message["usage"] = usage(OUTPUT_TOKENS);
+        message["usage"] = usage(shape, shape.output_tokens);
         json_response(StatusCode::OK, &message)
     }
 }
@@ -453,9 +569,9 @@ async fn hang_until_shutdown(shared: &Shared) -> Response {
     error_response(StatusCode::SERVICE_UNAVAILABLE, "api_error", "fake model: shut down")
 }
 
-fn usage(output_tokens: u64) -> Value {
+fn usage(shape: &Shape, output_tokens: u64) -> Value {
     json!({
-        "input_tokens": INPUT_TOKENS,
+        "input_tokens": shape.input_tokens,
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
@@ -463,7 +579,7 @@ fn usage(output_tokens: u64) -> Value {
     })
 }
 
-fn message_start(request: &Request) -> Value {
+fn message_start(request: &Request, shape: &Shape) -> Value {
     json!({
         "type": "message_start",
         "message": {
@@ -474,16 +590,16 @@ fn message_start(request: &Request) -> Value {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": usage(1),
+            "usage": usage(shape, 1),
         },
     })
 }
 
 /// The whole event stream of one answer, one string per event. Text and tool input are each split
 /// into two deltas, so the client's accumulation is exercised.
-fn sse_events(request: &Request, content: &[Value], stop_reason: &str) -> Vec<String> {
+fn sse_events(request: &Request, content: &[Value], stop_reason: &str, shape: &Shape) -> Vec<String> {
     let mut events =
-        vec![sse_event("message_start", &message_start(request)), sse_event("ping", &json!({"type": "ping"}))];
+        vec![sse_event("message_start", &message_start(request, shape)), sse_event("ping", &json!({"type": "ping"}))];
     for (index, block) in content.iter().enumerate() {
         let (start, deltas) = match block["type"].as_str() {
             Some("tool_use") => {
@@ -515,7 +631,7 @@ fn sse_events(request: &Request, content: &[Value], stop_reason: &str) -> Vec<St
     let delta = json!({
         "type": "message_delta",
         "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-        "usage": usage(OUTPUT_TOKENS),
+        "usage": usage(shape, shape.output_tokens),
     });
     events.push(sse_event("message_delta", &delta));
     events.push(sse_event("message_stop", &json!({"type": "message_stop"})));
