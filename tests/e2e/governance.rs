@@ -138,6 +138,8 @@ async fn a_tool_call_open_longer_than_tool_timeout_ends_idle_timeout_in_phase_to
     assert_eq!(kind(&result), "idle_timeout", "{result}");
     assert_eq!(result["error"]["phase"], "tool", "{result}");
     assert_eq!(result["error"]["tool"], "mcp__fetch__fetch", "{result}");
+    // The graceful stop first: the interrupted CLI still reported what the first turn cost.
+    assert!(result["costUsd"].as_f64().unwrap_or(0.0) > 0.0, "{result}");
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }
 

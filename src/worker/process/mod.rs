@@ -269,8 +269,9 @@ pub async fn run_watched(
     if let Some(writer) = writer {
         writer.abort();
     }
-    // Read what the CLI wrote before it exited (the `result` line is often still in the pipe).
-    if stdout_open && stop.is_none() {
+    // Read what the CLI wrote before it exited (the `result` line is often still in the pipe;
+    // after an idle stop, the interrupted CLI's result with its cost).
+    if stdout_open && matches!(stop, None | Some(Stop::Idle)) {
         let _ =
             tokio::time::timeout(DRAIN, async { while feed(lines.next_line().await, &mut skipped_lines).is_some() {} })
                 .await;
