@@ -27,7 +27,7 @@ use async_trait::async_trait;
 
 pub use changes::{ChangeFeed, Changes};
 pub use clock::{Clock, Millis, now_ms};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Mode as SqliteMode, SqliteStore};
 pub use types::{
     ActionRecord, ActionState, Counts, EventKind, EventRecord, Recovery, SubmitOutcome, SweepReport, Task, TaskState,
     Unfinished,

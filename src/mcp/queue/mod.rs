@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use hub::{Queue, QueueConfig};
 pub use server::QueueServer;
 
-use crate::store::{QueueStore, SqliteStore};
+use crate::store::{QueueStore, SqliteMode, SqliteStore};
 
 /// How the queue runs: the hand-out rules, and the demo source's interval (`None`: no demo tasks).
 #[derive(Debug, Clone)]
@@ -30,10 +30,11 @@ pub struct QueueSettings {
     pub demo_interval: Option<Duration>,
 }
 
-/// Opens the data directory's store and starts the queue (and the demo source if asked).
+/// Opens the data directory's store for one client on this (current-thread) runtime and starts
+/// the queue (and the demo source if asked). The store runs inline: no thread of its own.
 pub fn start(data_dir: &Path, settings: &QueueSettings, shutdown: &CancellationToken) -> anyhow::Result<Arc<Queue>> {
-    let store =
-        SqliteStore::open(data_dir).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let store = SqliteStore::open_with(data_dir, SqliteMode::Inline)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     Ok(start_on(Arc::new(store), settings, shutdown))
 }
 

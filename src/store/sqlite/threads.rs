@@ -11,8 +11,9 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -48,7 +49,7 @@ pub struct Feeds {
 }
 
 impl Feeds {
-    fn notify(&self, effects: Effects) {
+    pub fn notify(&self, effects: Effects) {
         if effects.tasks {
             self.tasks.notify();
         }
@@ -121,23 +122,60 @@ where
     }
 }
 
-/// The writer thread's loop; returns when every handle to the store is gone.
-pub fn run_writer(conn: Connection, rx: Receiver<Msg>, clock: Clock, feeds: Arc<Feeds>, demand: Arc<Demand>) {
-    let mut version = data_version(&conn).unwrap_or(0);
+/// Whether the writer is blocked waiting for a write with no watch running: only then does a
+/// subscriber that starts waiting need to wake it ([`Msg::Wake`]). Without this, every start of
+/// a wait (the queue's hand-out loop starts one per round) cost the writer a wake-up and a
+/// `data_version` read.
+#[derive(Default)]
+pub struct Idle(AtomicBool);
+
+impl Idle {
+    pub fn is_idle(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The writer thread's loop; returns when every handle to the store is gone. `version`:
+/// `PRAGMA data_version` read while the store was opened (before its handle was returned, so no
+/// other process's commit after that goes unseen, however late this thread starts).
+pub fn run_writer(
+    conn: Connection,
+    rx: Receiver<Msg>,
+    clock: Clock,
+    feeds: Arc<Feeds>,
+    demand: Arc<Demand>,
+    idle: Arc<Idle>,
+    mut version: i64,
+) {
+    let mut looked = Instant::now();
     loop {
         let first = if demand.wanted() {
-            match rx.recv_timeout(WATCH_INTERVAL) {
+            match rx.recv_timeout(WATCH_INTERVAL.saturating_sub(looked.elapsed())) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         } else {
-            match rx.recv() {
+            // Idle first, then look again: a subscriber that starts waiting after this look
+            // sees `idle` and sends a wake-up (SeqCst on both sides).
+            idle.0.store(true, Ordering::SeqCst);
+            if demand.wanted() {
+                idle.0.store(false, Ordering::SeqCst);
+                continue;
+            }
+            let msg = rx.recv();
+            idle.0.store(false, Ordering::SeqCst);
+            match msg {
                 Ok(msg) => Some(msg),
                 Err(_) => return,
             }
         };
-        if demand.wanted() {
+        // Other processes' writes: looked for when a subscriber starts waiting, then at most
+        // once per interval while one waits (not after every batch: a busy writer would pay a
+        // pragma per batch).
+        let woken = matches!(first, Some(Msg::Wake));
+        if demand.wanted() && (woken || looked.elapsed() >= WATCH_INTERVAL) {
+            looked = Instant::now();
             match data_version(&conn) {
                 Ok(now) if now != version => {
                     version = now;
@@ -158,23 +196,32 @@ pub fn run_writer(conn: Connection, rx: Receiver<Msg>, clock: Clock, feeds: Arc<
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            let effects = commit(&conn, batch, &clock);
+        if !batch.is_empty()
+            && let Some(effects) = commit(&conn, batch, &clock)
+        {
             feeds.notify(effects);
         }
     }
 }
 
 /// `PRAGMA data_version`: changes when another connection commits, not on our own commits.
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "data_version", |row| row.get(0))
 }
 
-/// Runs `batch` in one transaction and answers every job. Returns what the commit changed.
-fn commit(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Effects {
+/// Runs `batch` in one transaction and answers every job. Returns what the commit changed, or
+/// `None` if nothing was committed.
+pub fn commit(conn: &Connection, batch: Vec<Box<dyn Job>>, clock: &Clock) -> Option<Effects> {
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return abort(conn, batch, &err.into());
+        abort(conn, batch, &err.into());
+        return None;
     }
+    commit_begun(conn, batch, clock)
+}
+
+/// [`commit`] once `BEGIN IMMEDIATE` succeeded: runs the jobs (each in a savepoint when there
+/// are several), commits, answers every job.
+pub fn commit_begun(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Option<Effects> {
     let single = batch.len() == 1;
     let mut effects = Effects::NONE;
     let mut failure: Option<StoreError> = None;
@@ -193,7 +240,7 @@ fn commit(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Eff
                 // Its own error answers it; nothing else was in the transaction.
                 let _ = conn.execute_batch("ROLLBACK");
                 batch.into_iter().for_each(|job| job.answer(None));
-                return Effects::NONE;
+                return None;
             }
             // SQLite rolls a whole transaction back by itself on some errors (disk full).
             None if conn.is_autocommit() => {
@@ -208,24 +255,27 @@ fn commit(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Eff
         }
     }
     if let Some(err) = failure {
-        return abort(conn, batch, &err);
+        abort(conn, batch, &err);
+        return None;
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
             batch.into_iter().for_each(|job| job.answer(None));
-            effects
+            Some(effects)
         }
-        Err(err) => abort(conn, batch, &err.into()),
+        Err(err) => {
+            abort(conn, batch, &err.into());
+            None
+        }
     }
 }
 
-fn abort(conn: &Connection, batch: Vec<Box<dyn Job>>, err: &StoreError) -> Effects {
+pub fn abort(conn: &Connection, batch: Vec<Box<dyn Job>>, err: &StoreError) {
     if !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
     tracing::warn!(error = %err, writes = batch.len(), "store transaction failed");
     batch.into_iter().for_each(|job| job.answer(Some(err)));
-    Effects::NONE
 }
 
 /// A read, run on the reader's connection (or told why there is none).
@@ -292,7 +342,7 @@ mod tests {
         let (panics, rpanics) = Pending::new(|_: &Connection, _: Millis| -> Result<((), Effects)> { panic!("boom") });
         let batch: Vec<Box<dyn Job>> = vec![Box::new(a), Box::new(dup), Box::new(panics), Box::new(b)];
         let before = conn.total_changes();
-        let effects = commit(&conn, batch, &Clock::manual(7));
+        let effects = commit(&conn, batch, &Clock::manual(7)).expect("committed");
         assert!(effects.tasks && !effects.events);
         assert!(ra.await.unwrap().is_ok());
         assert!(matches!(rdup.await.unwrap(), Err(StoreError::Backend(_))), "UNIQUE violated");
@@ -319,7 +369,7 @@ mod tests {
         let (a, ra) = Pending::new(insert("a"));
         let (b, rb) = Pending::new(insert("b"));
         let effects = commit(&conn, vec![Box::new(a), Box::new(b)], &Clock::manual(7));
-        assert!(!effects.tasks);
+        assert!(effects.is_none());
         assert!(ra.await.unwrap().is_err() && rb.await.unwrap().is_err());
     }
 }
