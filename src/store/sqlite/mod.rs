@@ -29,7 +29,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use self::inline::Inline;
-use self::threads::{Feeds, Idle, Msg, ReadJob, read, write};
+use self::threads::{Feeds, Msg, ReadJob, read, write};
 use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
@@ -149,13 +149,9 @@ impl SqliteStore {
         let (writer, writer_rx) = mpsc::channel();
         let (reader, reader_rx) = mpsc::channel::<ReadJob>();
         let waker = Arc::new(Mutex::new(Some(writer.clone())));
-        let idle = Arc::new(Idle::default());
-        let (wake, writer_idle) = (Arc::clone(&waker), Arc::clone(&idle));
+        let wake = Arc::clone(&waker);
         let demand = Demand::new(move || {
-            // A writer that watches already looks within the interval.
-            if writer_idle.is_idle()
-                && let Some(tx) = lock(&wake).as_ref()
-            {
+            if let Some(tx) = lock(&wake).as_ref() {
                 let _ = tx.send(Msg::Wake);
             }
         });
@@ -165,7 +161,7 @@ impl SqliteStore {
         });
         let (writer_feeds, writer_clock) = (Arc::clone(&feeds), clock.clone());
         spawn("store-writer", move || {
-            threads::run_writer(write_conn, writer_rx, writer_clock, writer_feeds, demand, idle, version);
+            threads::run_writer(write_conn, writer_rx, writer_clock, writer_feeds, demand, version);
         })?;
         let read_path = path.to_path_buf();
         spawn("store-reader", move || threads::run_reader(&read_path, reader_rx))?;

@@ -11,9 +11,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -122,60 +121,36 @@ where
     }
 }
 
-/// Whether the writer is blocked waiting for a write with no watch running: only then does a
-/// subscriber that starts waiting need to wake it ([`Msg::Wake`]). Without this, every start of
-/// a wait (the queue's hand-out loop starts one per round) cost the writer a wake-up and a
-/// `data_version` read.
-#[derive(Default)]
-pub struct Idle(AtomicBool);
-
-impl Idle {
-    pub fn is_idle(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 /// The writer thread's loop; returns when every handle to the store is gone. `version`:
 /// `PRAGMA data_version` read while the store was opened (before its handle was returned, so no
 /// other process's commit after that goes unseen, however late this thread starts).
+///
+/// While a subscriber waits, `data_version` is read after every wake-up (each start of a wait
+/// sends one, and every batch): tried in this branch was waking the writer only when idle and
+/// reading at most once per interval, which made `serve`'s HTTP cycles no faster and, in two
+/// runs of four, slower (another process's enqueue was seen later; BENCHMARKS.md).
 pub fn run_writer(
     conn: Connection,
     rx: Receiver<Msg>,
     clock: Clock,
     feeds: Arc<Feeds>,
     demand: Arc<Demand>,
-    idle: Arc<Idle>,
     mut version: i64,
 ) {
-    let mut looked = Instant::now();
     loop {
         let first = if demand.wanted() {
-            match rx.recv_timeout(WATCH_INTERVAL.saturating_sub(looked.elapsed())) {
+            match rx.recv_timeout(WATCH_INTERVAL) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         } else {
-            // Idle first, then look again: a subscriber that starts waiting after this look
-            // sees `idle` and sends a wake-up (SeqCst on both sides).
-            idle.0.store(true, Ordering::SeqCst);
-            if demand.wanted() {
-                idle.0.store(false, Ordering::SeqCst);
-                continue;
-            }
-            let msg = rx.recv();
-            idle.0.store(false, Ordering::SeqCst);
-            match msg {
+            match rx.recv() {
                 Ok(msg) => Some(msg),
                 Err(_) => return,
             }
         };
-        // Other processes' writes: looked for when a subscriber starts waiting, then at most
-        // once per interval while one waits (not after every batch: a busy writer would pay a
-        // pragma per batch).
-        let woken = matches!(first, Some(Msg::Wake));
-        if demand.wanted() && (woken || looked.elapsed() >= WATCH_INTERVAL) {
-            looked = Instant::now();
+        if demand.wanted() {
             match data_version(&conn) {
                 Ok(now) if now != version => {
                     version = now;
