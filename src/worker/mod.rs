@@ -98,14 +98,15 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     let internal = |what: &str, err: std::io::Error| {
         WorkerError::new(ErrorKind::InternalError, format!("cannot {what}: {err}"), true)
     };
-    // Making and removing the worker's directory waits on the filesystem (on a loaded ext4 an
-    // rmdir can take milliseconds): a blocking thread does it, never one of the runtime's few
-    // worker threads, which every other worker's I/O needs (BENCHMARKS.md, issue 8 (b)).
-    let (root, config) = (settings.temp_root.clone(), job.selection.config.clone());
-    let (temp, config_path, home) = tokio::task::spawn_blocking(move || worker_dir(root.as_deref(), &config))
-        .await
-        .map_err(|e| internal("prepare the worker's directory", std::io::Error::other(e)))?
-        .map_err(|(what, e)| internal(what, e))?;
+    let temp = match &settings.temp_root {
+        Some(root) => tempfile::Builder::new().prefix("worker-").tempdir_in(root),
+        None => tempfile::Builder::new().prefix("mcp-workers-worker-").tempdir(),
+    }
+    .map_err(|e| internal("create the worker's temporary directory", e))?;
+    let config_path = temp.path().join("mcp.json");
+    write_private(&config_path, &job.selection.config).map_err(|e| internal("write the MCP config", e))?;
+    let home = temp.path().join("home");
+    std::fs::create_dir(&home).map_err(|e| internal("create the worker's HOME", e))?;
 
     let invocation = Invocation {
         task: &action.task,
@@ -162,10 +163,8 @@ async fn run_inner(settings: &WorkerSettings, job: &Job, stopper: &Stopper) -> R
     };
     let verdict = outcome::decide(&facts);
     let servers = outcome::server_statuses(&facts);
-    match tokio::task::spawn_blocking(move || temp.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!("cannot remove the worker's temporary directory: {err}"),
-        Err(err) => warn!("cannot remove the worker's temporary directory: {err}"),
+    if let Err(err) = temp.close() {
+        warn!("cannot remove the worker's temporary directory: {err}");
     }
     Ok(WorkerResult {
         kind: WorkerResultTag::WorkerResult,
@@ -191,23 +190,6 @@ fn spawn_error(program: &Path, err: &std::io::Error) -> WorkerError {
         format!("cannot start Claude Code ({}): {err}", program.display()),
         retryable,
     )
-}
-
-/// The worker's private directory (0700), its MCP config (0600) and its HOME; or what failed.
-fn worker_dir(
-    root: Option<&Path>,
-    config: &serde_json::Value,
-) -> Result<(tempfile::TempDir, PathBuf, PathBuf), (&'static str, std::io::Error)> {
-    let temp = match root {
-        Some(root) => tempfile::Builder::new().prefix("worker-").tempdir_in(root),
-        None => tempfile::Builder::new().prefix("mcp-workers-worker-").tempdir(),
-    }
-    .map_err(|e| ("create the worker's temporary directory", e))?;
-    let config_path = temp.path().join("mcp.json");
-    write_private(&config_path, config).map_err(|e| ("write the MCP config", e))?;
-    let home = temp.path().join("home");
-    std::fs::create_dir(&home).map_err(|e| ("create the worker's HOME", e))?;
-    Ok((temp, config_path, home))
 }
 
 /// Writes JSON to a new file readable by its owner only. No fsync: the file lives only as long as
