@@ -12,6 +12,9 @@
 //!
 //! `MCP_STDIO_EXTRA="NAME|TOOL|COMMAND ARGS...;..."` adds servers (each run with `sh -c exec`, its
 //! tool called with `{}`): another implementation, or an older build of ours, side by side.
+//! `MCP_STDIO_BASE_BIN=PATH` (an older `mcp-workers`, e.g. a build of the previous commit) adds its
+//! `mcp queue` and `mcp telegram` as columns, and runs the queue cycles and `serve` over HTTP for
+//! it too, alternating with this build: what a change bought, measured in one run.
 //! Every phase takes the servers in turn, so all of them see the same load on the machine.
 //! `MCP_STDIO_SOAK=1000000` also makes that many calls to each of our servers, printing RSS.
 
@@ -24,7 +27,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mcp_workers::store::{QueueStore, SqliteStore};
+use mcp_workers::store::{QueueStore, SqliteMode, SqliteStore};
 use serde_json::{Value, json};
 use stdio::{Client, Figures, cpu_ticks, rss_kib};
 
@@ -43,8 +46,17 @@ struct Server {
     args: Value,
 }
 
+/// The older build named by `MCP_STDIO_BASE_BIN`, if any.
+fn base_bin() -> Option<String> {
+    std::env::var("MCP_STDIO_BASE_BIN").ok().filter(|p| !p.is_empty())
+}
+
 fn ours(data_dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(http::BIN);
+    ours_at(http::BIN, data_dir, args)
+}
+
+fn ours_at(bin: &str, data_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.arg("--data-dir").arg(data_dir).args(args).env("RUST_LOG", "warn").env_remove("TELEGRAM_BOT_TOKEN");
     cmd
 }
@@ -75,6 +87,22 @@ fn servers(data_dir: &Path, files_dir: &Path) -> Vec<Server> {
             args: json!({"chat_id": "@bench"}),
         },
     ];
+    if let Some(base) = base_bin() {
+        // Its own data directory: the two builds' sweepers never share a lock.
+        let base_dir = data_dir.join("base");
+        list.push(Server {
+            name: "base: mcp queue".into(),
+            command: ours_at(&base, &base_dir, &["mcp", "queue"]),
+            tool: "worker_create".into(),
+            args: json!({}),
+        });
+        list.push(Server {
+            name: "base: mcp telegram".into(),
+            command: ours_at(&base, &base_dir, &["mcp", "telegram"]),
+            tool: "tg_get_chat".into(),
+            args: json!({"chat_id": "@bench"}),
+        });
+    }
     let extra = std::env::var("MCP_STDIO_EXTRA").unwrap_or_default();
     for entry in extra.split(';').filter(|e| !e.trim().is_empty()) {
         let mut parts = entry.splitn(3, '|');
@@ -147,44 +175,45 @@ fn measure(servers: &mut [Server]) -> Vec<Figures> {
 }
 
 /// Full queue cycles over stdio, one worker: a `worker_poll` that finds a task, then its submit.
-fn queue_cycles(data_dir: &Path) -> (f64, f64) {
-    let prompts: Vec<String> = (0..CYCLES * ROUNDS).map(|i| format!("bench prompt {i}")).collect();
+/// One round of [`CYCLES`] on a fresh store in `data_dir`; returns calls/s and CPU per call.
+fn queue_cycles(bin: &str, data_dir: &Path) -> (f64, f64) {
+    let dir = tempfile::tempdir_in(data_dir.parent().unwrap_or(data_dir)).expect("tempdir");
+    let prompts: Vec<String> = (0..CYCLES).map(|i| format!("bench prompt {i}")).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let store = SqliteStore::open(data_dir).expect("store");
+        let store = SqliteStore::open(dir.path()).expect("store");
         store.enqueue(&prompts).await.expect("enqueue");
     });
-    let (mut client, _) = Client::start(&mut ours(data_dir, &["mcp", "queue"]));
+    let (mut client, _) = Client::start(&mut ours_at(bin, dir.path(), &["mcp", "queue"]));
     client.notify("notifications/initialized");
     let text = |reply: &Value| -> Value {
         serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
     };
     let created = text(&client.request("tools/call", json!({"name": "worker_create", "arguments": {}})));
     let worker = created["worker_id"].as_str().expect("worker_id").to_owned();
-    let (mut rates, mut cpu) = (vec![], vec![]);
-    for _ in 0..ROUNDS {
-        let before = cpu_ticks(client.pid);
-        let started = std::time::Instant::now();
-        for _ in 0..CYCLES {
-            let poll = json!({"name": "worker_poll", "arguments": {"worker_id": worker}});
-            let task = text(&client.request("tools/call", poll));
-            let task_id = task["task_id"].as_str().expect("a task");
-            let submit = json!({"name": "worker_submit", "arguments": {"worker_id": worker, "task_id": task_id, "response": "ok"}});
-            assert_eq!(text(&client.request("tools/call", submit))["submitted"], true);
-        }
-        rates.push(2.0 * CYCLES as f64 / started.elapsed().as_secs_f64());
-        cpu.push(stdio::ticks_to_us(cpu_ticks(client.pid) - before) / (2 * CYCLES) as f64);
+    let before = cpu_ticks(client.pid);
+    let started = std::time::Instant::now();
+    for _ in 0..CYCLES {
+        let poll = json!({"name": "worker_poll", "arguments": {"worker_id": worker}});
+        let task = text(&client.request("tools/call", poll));
+        let task_id = task["task_id"].as_str().expect("a task");
+        let submit =
+            json!({"name": "worker_submit", "arguments": {"worker_id": worker, "task_id": task_id, "response": "ok"}});
+        assert_eq!(text(&client.request("tools/call", submit))["submitted"], true);
     }
+    let rate = 2.0 * CYCLES as f64 / started.elapsed().as_secs_f64();
+    let cpu = stdio::ticks_to_us(cpu_ticks(client.pid) - before) / (2 * CYCLES) as f64;
     client.finish();
-    (http::median(rates), http::median(cpu))
+    (rate, cpu)
 }
 
-/// What the store costs per `worker_create` in-process, awaited from a current-thread runtime as
-/// `mcp queue` calls it: one caller at a time, and 16 at once (their writes share commits).
-fn store_costs(n: usize) -> (f64, f64) {
+/// What the store costs per `worker_create` in-process, awaited from a current-thread runtime:
+/// one caller at a time, and 16 at once (their writes share commits). `Inline` is how `mcp queue`
+/// runs it; `Threads` how `serve` does (there on a multi-thread runtime).
+fn store_costs(n: usize, mode: SqliteMode) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let store = rt.block_on(async { std::sync::Arc::new(SqliteStore::open(dir.path()).expect("store")) });
+    let store = rt.block_on(async { std::sync::Arc::new(SqliteStore::open_with(dir.path(), mode).expect("store")) });
     let per_call = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     let mut alone = Vec::new();
     let mut together = Vec::new();
@@ -245,21 +274,41 @@ fn main() {
     println!("## stdio servers, one raw JSON-RPC client ({COLD_STARTS} cold starts; median of {ROUNDS} rounds of");
     println!("## {SEQUENTIAL} sequential and {PIPELINED} pipelined calls, {IN_FLIGHT} in flight)");
     stdio::print_table(&results);
-    let (rate, cpu) = queue_cycles(data_dir.path());
+    let node = &results[0].1;
+    let mut builds = vec![("this build", http::BIN.to_owned(), data_dir.path().to_path_buf())];
+    if let Some(base) = base_bin() {
+        builds.push(("base", base, data_dir.path().join("base")));
+    }
     println!(
         "## mcp queue over stdio: worker_poll (finds a task) + worker_submit, sequential ({CYCLES} cycles x {ROUNDS})"
     );
-    let node = &results[0].1;
+    // Round by round, builds in turn, then the medians.
+    let mut cycles: Vec<(Vec<f64>, Vec<f64>)> = builds.iter().map(|_| (vec![], vec![])).collect();
+    for _ in 0..ROUNDS {
+        for ((_, bin, dir), (rates, cpus)) in builds.iter().zip(&mut cycles) {
+            let (rate, cpu) = queue_cycles(bin, dir);
+            rates.push(rate);
+            cpus.push(cpu);
+        }
+    }
+    for ((name, _, _), (rates, cpus)) in builds.iter().zip(cycles) {
+        let (rate, cpu) = (http::median(rates), http::median(cpus));
+        println!(
+            "{name}: calls/s: {rate:.0} ({:.2}x the baseline's sequential calls/s); server CPU per call {cpu:.1} us ({:.2}x)",
+            rate / node.seq_per_s,
+            cpu / node.seq_cpu_us
+        );
+    }
     println!(
-        "calls/s: {rate:.0} ({:.2}x the baseline's sequential calls/s); server CPU per call {cpu:.1} us ({:.2}x)",
-        rate / node.seq_per_s,
-        cpu / node.seq_cpu_us
+        "## the store per call, in-process (`create_worker`, {SEQUENTIAL} calls x {ROUNDS}, current-thread runtime)"
     );
-    let (alone, together) = store_costs(SEQUENTIAL);
-    println!(
-        "## the store per call, in-process (`create_worker`, {SEQUENTIAL} calls x {ROUNDS}, awaited as `mcp queue` does)"
-    );
-    println!("one caller: {alone:.1} us per call; 16 callers at once: {together:.1} us per call (group commit)");
+    for (name, mode) in [("inline (mcp queue)", SqliteMode::Inline), ("threads (serve)", SqliteMode::Threads)] {
+        let (alone, together) = store_costs(SEQUENTIAL, mode);
+        println!(
+            "{name}: one caller: {alone:.1} us per call; 16 callers at once: {together:.1} us per call (group commit)"
+        );
+    }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(http::print_http_cycles(3000));
+    let bins: Vec<&str> = builds.iter().map(|(_, bin, _)| bin.as_str()).collect();
+    rt.block_on(http::print_http_cycles_of(&bins, 3000));
 }

@@ -79,8 +79,14 @@ impl Mcp {
 }
 
 /// Starts `mcp-workers serve` on a free loopback port; returns the child and the /mcp URL.
+#[allow(dead_code)] // each bench includes this file; not every one calls everything
 pub fn serve(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    serve_bin(BIN, dir)
+}
+
+/// [`serve`] of a given `mcp-workers` binary.
+pub fn serve_bin(bin: &str, dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(bin)
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "30"])
@@ -168,24 +174,40 @@ pub async fn bare_round_trips_per_second(url: &str, window: Duration) -> f64 {
 
 /// Three alternating rounds of [`cycles_per_second`] (`n` tasks) and [`bare_round_trips_per_second`]
 /// (1 s) against one `serve`; prints the medians and the ratio.
+#[allow(dead_code)] // each bench includes this file; not every one calls everything
 pub async fn print_http_cycles(n: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut server, url) = serve(dir.path());
-    let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let mut cycles = Vec::new();
-    let mut bare = Vec::new();
-    for _ in 0..3 {
-        cycles.push(cycles_per_second(&url, Arc::clone(&store), n).await);
-        bare.push(bare_round_trips_per_second(&url, Duration::from_secs(1)).await);
+    print_http_cycles_of(&[BIN], n).await;
+}
+
+/// [`print_http_cycles`] for each binary (this build first), one `serve` each, their rounds
+/// alternating so the machine's load falls on all alike.
+pub async fn print_http_cycles_of(bins: &[&str], n: usize) {
+    let mut runs = Vec::new();
+    for bin in bins {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, url) = serve_bin(bin, dir.path());
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        runs.push((dir, server, url, store, Vec::new(), Vec::new()));
     }
-    let (cycles, bare) = (median(cycles), median(bare));
+    for _ in 0..3 {
+        for (_, _, url, store, cycles, bare) in &mut runs {
+            cycles.push(cycles_per_second(url, Arc::clone(store), n).await);
+            bare.push(bare_round_trips_per_second(url, Duration::from_secs(1)).await);
+        }
+    }
     println!("## cycles over Streamable HTTP, {CLIENTS} clients, SQLite store ({n} tasks x 3 runs)");
-    println!("cycles/s (median): {cycles:.0}");
-    println!(
-        "baseline tools/list round trips/s: {bare:.0} (= {:.0} two-call cycles/s); ratio {:.2}",
-        bare / 2.0,
-        cycles / (bare / 2.0)
-    );
-    let _ = server.kill();
-    let _ = server.wait();
+    for (bin, (_dir, mut server, _, _, cycles, bare)) in bins.iter().zip(runs) {
+        let ratios: Vec<String> = cycles.iter().zip(&bare).map(|(c, b)| format!("{:.2}", c / (b / 2.0))).collect();
+        let (cycles, bare) = (median(cycles), median(bare));
+        println!("{bin}:");
+        println!("cycles/s (median): {cycles:.0}");
+        println!(
+            "baseline tools/list round trips/s: {bare:.0} (= {:.0} two-call cycles/s); ratio {:.2} (rounds: {})",
+            bare / 2.0,
+            cycles / (bare / 2.0),
+            ratios.join(", ")
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 }

@@ -32,7 +32,7 @@ pub use changes::{ChangeFeed, Changes};
 pub use clock::{Clock, Millis, now_ms};
 pub use open::{OpenStore, StoreLocation};
 pub use postgres::{PgConfig, PgStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Mode as SqliteMode, SqliteStore};
 pub use types::{
     ActionRecord, ActionState, Counts, EventKind, EventRecord, Recovery, SubmitOutcome, SweepReport, Task, TaskState,
     Unfinished,

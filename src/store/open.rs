@@ -48,13 +48,18 @@ impl StoreLocation {
 
     /// Opens (and migrates) the store.
     pub async fn open(&self) -> Result<OpenStore> {
+        self.open_in(super::SqliteMode::Threads).await
+    }
+
+    /// Like [`StoreLocation::open`], a SQLite store in `mode` (PostgreSQL has one mode).
+    pub async fn open_in(&self, mode: super::SqliteMode) -> Result<OpenStore> {
         match self {
             Self::Sqlite(file) => {
                 if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(|source| super::StoreError::DataDir { path: dir.to_path_buf(), source })?;
                 }
-                let store = Arc::new(SqliteStore::open_file(file, Clock::System)?);
+                let store = Arc::new(SqliteStore::open_file_with(file, Clock::System, mode)?);
                 Ok(OpenStore { queue: store.clone(), journal: store, postgres: None })
             }
             Self::Postgres(config) => {

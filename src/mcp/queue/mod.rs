@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use hub::{Queue, QueueConfig};
 pub use server::QueueServer;
 
-use crate::store::{QueueStore, StoreLocation};
+use crate::store::{QueueStore, SqliteMode, StoreLocation};
 
 /// How the queue runs: the hand-out rules, and the demo source's interval (`None`: no demo tasks).
 #[derive(Debug, Clone)]
@@ -29,13 +29,15 @@ pub struct QueueSettings {
     pub demo_interval: Option<Duration>,
 }
 
-/// Opens the store and starts the queue (and the demo source if asked).
+/// Opens the store and starts the queue (and the demo source if asked). A SQLite store runs
+/// inline on this (current-thread) runtime, for one client: no thread of its own.
 pub async fn start(
     location: &StoreLocation,
     settings: &QueueSettings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<Queue>> {
-    let store = location.open().await.with_context(|| format!("cannot open the store {location}"))?;
+    let store =
+        location.open_in(SqliteMode::Inline).await.with_context(|| format!("cannot open the store {location}"))?;
     Ok(start_on(store.queue, settings, shutdown))
 }
 

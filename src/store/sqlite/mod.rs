@@ -1,14 +1,18 @@
 //! The SQLite backend of [`QueueStore`] and [`Journal`]: one file, `<data-dir>/store.sqlite3`
 //! (WAL), shared by the queue and the journal, and by every process that opens the data dir.
 //!
-//! Per handle: a writer thread owning the write connection (group commit: every write waiting
-//! at that moment in one `IMMEDIATE` transaction, each answered after the commit), a reader
-//! thread with its own connection, and a third connection for WAL checkpoints
-//! ([`QueueStore::maintain`]), so none of them holds up the others. See `threads.rs`.
+//! Per handle, in [`Mode::Threads`] (the default): a writer thread owning the write connection
+//! (group commit: every write waiting at that moment in one `IMMEDIATE` transaction, each
+//! answered after the commit), a reader thread with its own connection (see `threads.rs`). In
+//! [`Mode::Inline`] (one client on a current-thread runtime: `mcp queue` on stdio) no thread of
+//! its own: the same group commit runs on the runtime's thread (see `inline.rs`). Either way a
+//! further connection, opened at the first checkpoint, runs WAL checkpoints
+//! ([`QueueStore::maintain`]), only when the file changed since the last complete one.
 //! Processes never deadlock upgrading a read lock (writes start `IMMEDIATE`); `busy_timeout`
 //! makes the loser wait.
 
 pub mod db;
+mod inline;
 mod journal;
 mod ledger;
 mod queue;
@@ -25,6 +29,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use serde_json::Value;
 
+use self::inline::Inline;
 use self::threads::{Feeds, Msg, ReadJob, read, write};
 use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
@@ -34,13 +39,36 @@ use super::{
 };
 use crate::protocol::WorkerResult;
 
+/// How a handle runs its SQL. Both modes keep every guarantee of the traits (one transaction
+/// per call, committed before the answer, group commit of the writes waiting together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A writer thread and a reader thread: for many callers on a multi-thread runtime (`serve`,
+    /// the CLI), whose threads must never wait on SQLite.
+    #[default]
+    Threads,
+    /// No thread of its own: writes are batched and committed on the caller's runtime thread
+    /// (a blocking thread only while another process holds the write lock). For one client on
+    /// a current-thread runtime (`mcp queue` on stdio): a call then crosses no thread.
+    Inline,
+}
+
+enum Engine {
+    Threads {
+        writer: Sender<Msg>,
+        reader: Sender<ReadJob>,
+        /// The writer's wake-up sender, held by the demand callback: cleared on drop so the
+        /// writer's channel closes (and its thread ends) with the last handle.
+        waker: Arc<Mutex<Option<Sender<Msg>>>>,
+    },
+    Inline(Arc<Inline>),
+}
+
 pub struct SqliteStore {
-    writer: Sender<Msg>,
-    reader: Sender<ReadJob>,
+    engine: Engine,
     checkpointer: Arc<Checkpointer>,
     feeds: Arc<Feeds>,
     clock: Clock,
-    waker: Arc<Mutex<Option<Sender<Msg>>>>,
 }
 
 /// A connection only for checkpoints, so they never hold up the writer or the reader; opened
@@ -48,46 +76,83 @@ pub struct SqliteStore {
 struct Checkpointer {
     path: std::path::PathBuf,
     conn: Mutex<Option<Connection>>,
+    /// This connection's `PRAGMA data_version` after the last complete checkpoint: it moves
+    /// only when another connection commits a change, so while it stands still there is
+    /// nothing to copy (the queue's sweeper asks every 500 ms).
+    clean_at: Mutex<Option<i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Checkpointer {
+    /// Whether the file surely has nothing to checkpoint (cheap: one pragma, no thread).
+    fn clean(&self) -> bool {
+        let Ok(conn) = self.conn.try_lock() else { return false };
+        let Some(conn) = conn.as_ref() else { return false };
+        let version = conn.pragma_query_value(None, "data_version", |row| row.get::<_, i64>(0)).ok();
+        version.is_some() && version == *lock(&self.clean_at)
+    }
+
     fn checkpoint(&self) -> Result<()> {
-        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = lock(&self.conn);
         if conn.is_none() {
             *conn = Some(db::open_migrated(&self.path)?);
         }
         let Some(conn) = conn.as_ref() else { return Err(StoreError::Closed) };
+        let version: i64 = conn.pragma_query_value(None, "data_version", |row| row.get(0))?;
         // PASSIVE: copies what it can without waiting for, or blocking, readers and writers.
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        let (busy, log, copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        *lock(&self.clean_at) = (busy == 0 && log == copied).then_some(version);
         Ok(())
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.waker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Engine::Threads { waker, .. } = &self.engine {
+            lock(waker).take();
+        }
     }
 }
 
 impl SqliteStore {
     /// Opens `<data_dir>/store.sqlite3`, creating and migrating it as needed.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, Mode::Threads)
+    }
+
+    /// Opens `<data_dir>/store.sqlite3` in the given [`Mode`].
+    pub fn open_with(data_dir: &Path, mode: Mode) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
-        Self::open_file(&data_dir.join(db::FILE_NAME), Clock::System)
+        Self::open_file_with(&data_dir.join(db::FILE_NAME), Clock::System, mode)
     }
 
     /// Opens a given SQLite file, reading "now" from `clock`.
     pub fn open_file(path: &Path, clock: Clock) -> Result<Self> {
+        Self::open_file_with(path, clock, Mode::Threads)
+    }
+
+    /// Opens a given SQLite file in the given [`Mode`], reading "now" from `clock`.
+    pub fn open_file_with(path: &Path, clock: Clock, mode: Mode) -> Result<Self> {
         let write_conn = db::open_file(path)?;
+        let checkpointer =
+            Arc::new(Checkpointer { path: path.to_path_buf(), conn: Mutex::new(None), clean_at: Mutex::new(None) });
+        if mode == Mode::Inline {
+            let inline = Inline::new(write_conn, clock.clone());
+            let feeds = Arc::clone(&inline.feeds);
+            return Ok(Self { engine: Engine::Inline(inline), checkpointer, feeds, clock });
+        }
+        let version = threads::data_version(&write_conn)?;
         let (writer, writer_rx) = mpsc::channel();
         let (reader, reader_rx) = mpsc::channel::<ReadJob>();
-        // The writer's feeds hold the demand, and so this sender: cleared on drop, so that the
-        // writer's channel closes (and its thread ends) with the last handle.
         let waker = Arc::new(Mutex::new(Some(writer.clone())));
         let wake = Arc::clone(&waker);
         let demand = Demand::new(move || {
-            if let Some(tx) = wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            if let Some(tx) = lock(&wake).as_ref() {
                 let _ = tx.send(Msg::Wake);
             }
         });
@@ -96,22 +161,29 @@ impl SqliteStore {
             events: ChangeFeed::new(Arc::clone(&demand)),
         });
         let (writer_feeds, writer_clock) = (Arc::clone(&feeds), clock.clone());
-        spawn("store-writer", move || threads::run_writer(write_conn, writer_rx, writer_clock, writer_feeds, demand))?;
+        spawn("store-writer", move || {
+            threads::run_writer(write_conn, writer_rx, writer_clock, writer_feeds, demand, version);
+        })?;
         let read_path = path.to_path_buf();
         spawn("store-reader", move || threads::run_reader(&read_path, reader_rx))?;
-        let checkpointer = Arc::new(Checkpointer { path: path.to_path_buf(), conn: Mutex::new(None) });
-        Ok(Self { writer, reader, checkpointer, feeds, clock, waker })
+        Ok(Self { engine: Engine::Threads { writer, reader, waker }, checkpointer, feeds, clock })
     }
 
     async fn write<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Connection, super::Millis) -> Result<(T, threads::Effects)> + Send + 'static,
     ) -> Result<T> {
-        write(&self.writer, op).await
+        match &self.engine {
+            Engine::Threads { writer, .. } => write(writer, op).await,
+            Engine::Inline(inline) => inline.write(op).await,
+        }
     }
 
     async fn read<T: Send + 'static>(&self, op: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
-        read(&self.reader, op).await
+        match &self.engine {
+            Engine::Threads { reader, .. } => read(reader, op).await,
+            Engine::Inline(inline) => inline.read(op).await,
+        }
     }
 }
 
@@ -177,8 +249,11 @@ impl QueueStore for SqliteStore {
     }
 
     async fn maintain(&self) -> Result<()> {
+        if self.checkpointer.clean() {
+            return Ok(());
+        }
         let checkpointer = Arc::clone(&self.checkpointer);
-        // Rare (once per sweep) and it may fsync: the blocking pool is the right place.
+        // Only after changes, and it may fsync: the blocking pool is the right place.
         tokio::task::spawn_blocking(move || checkpointer.checkpoint()).await.map_err(|_| StoreError::Closed)?
     }
 

@@ -3,17 +3,24 @@
 
 use async_trait::async_trait;
 
-use super::SqliteStore;
+use std::sync::Arc;
+
+use super::{Mode, SqliteStore};
 use crate::store::contract::{Harness, ledger_contract, ms, prompts, soon, store_contract};
 use crate::store::{Clock, QueueStore};
 
 struct Sqlite {
     dir: tempfile::TempDir,
+    mode: Mode,
 }
 
 impl Sqlite {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self::in_mode(Mode::Threads)
+    }
+
+    fn in_mode(mode: Mode) -> Self {
+        Self { dir: tempfile::tempdir().expect("tempdir"), mode }
     }
 }
 
@@ -21,12 +28,70 @@ impl Sqlite {
 impl Harness for Sqlite {
     type Store = SqliteStore;
     async fn open(&self, clock: &Clock) -> SqliteStore {
-        SqliteStore::open_file(&self.dir.path().join(super::db::FILE_NAME), clock.clone()).expect("open store")
+        SqliteStore::open_file_with(&self.dir.path().join(super::db::FILE_NAME), clock.clone(), self.mode)
+            .expect("open store")
     }
 }
 
 store_contract!(Sqlite::new());
 ledger_contract!(Sqlite::new());
+
+/// The same contract with the store inline on the caller's runtime (`mcp queue` on stdio).
+/// The contract runs its cases on a multi-thread runtime: two drains may then race for the
+/// connection, which the inline mode must survive too.
+mod inline {
+    use super::{Mode, Sqlite};
+    use crate::store::contract::store_contract;
+
+    store_contract!(Sqlite::in_mode(Mode::Inline));
+}
+
+#[tokio::test]
+async fn an_inline_write_waits_for_another_process_lock_off_the_runtime_thread() {
+    // This test's runtime has one thread: if the store waited for the lock on it, the COMMIT
+    // below could never run, and the write would fail with SQLITE_BUSY after the busy timeout.
+    let h = Sqlite::in_mode(Mode::Inline);
+    let store = Arc::new(h.open(&Clock::System).await);
+    let other = rusqlite::Connection::open(h.dir.path().join(super::db::FILE_NAME)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let writer = Arc::clone(&store);
+    let pending = tokio::spawn(async move { writer.create_worker(ms(60_000)).await });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!pending.is_finished(), "the write cannot commit while another connection holds the lock");
+    other.execute_batch("COMMIT").unwrap();
+    let worker = soon("the write after the lock was released", pending).await.unwrap().expect("committed");
+    assert!(store.touch_worker(&worker, ms(1_000)).await.unwrap(), "the worker is in the store");
+}
+
+#[tokio::test]
+async fn inline_writes_that_wait_together_commit_together_and_each_gets_its_answer() {
+    let h = Sqlite::in_mode(Mode::Inline);
+    let store = Arc::new(h.open(&Clock::System).await);
+    let probe = rusqlite::Connection::open(h.dir.path().join(super::db::FILE_NAME)).unwrap();
+    // The WAL's frame count: every commit appends at least one frame.
+    let frames =
+        |mode: &str| probe.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1)).unwrap();
+    frames("TRUNCATE");
+    assert_eq!(frames("PASSIVE"), 0, "an empty WAL to start from");
+    // 32 writes queued on this one thread before any drain runs: one transaction.
+    let writes: Vec<_> = (0..32)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_worker(ms(60_000)).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for write in writes {
+        ids.insert(write.await.unwrap().expect("committed"));
+    }
+    assert_eq!(ids.len(), 32, "each write has its own answer");
+    // One transaction writes each page it changed once (a table and two indexes: a few
+    // frames); 32 transactions would append 32 frames at least.
+    let written = frames("PASSIVE");
+    assert!((1..8).contains(&written), "{written} WAL frames: the 32 writes were not one commit");
+}
 
 #[test]
 fn newer_schema_is_refused() {

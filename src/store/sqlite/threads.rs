@@ -48,7 +48,7 @@ pub struct Feeds {
 }
 
 impl Feeds {
-    fn notify(&self, effects: Effects) {
+    pub fn notify(&self, effects: Effects) {
         if effects.tasks {
             self.tasks.notify();
         }
@@ -121,9 +121,22 @@ where
     }
 }
 
-/// The writer thread's loop; returns when every handle to the store is gone.
-pub fn run_writer(conn: Connection, rx: Receiver<Msg>, clock: Clock, feeds: Arc<Feeds>, demand: Arc<Demand>) {
-    let mut version = data_version(&conn).unwrap_or(0);
+/// The writer thread's loop; returns when every handle to the store is gone. `version`:
+/// `PRAGMA data_version` read while the store was opened (before its handle was returned, so no
+/// other process's commit after that goes unseen, however late this thread starts).
+///
+/// While a subscriber waits, `data_version` is read after every wake-up (each start of a wait
+/// sends one, and every batch): tried in this branch was waking the writer only when idle and
+/// reading at most once per interval, which made `serve`'s HTTP cycles no faster and, in two
+/// runs of four, slower (another process's enqueue was seen later; BENCHMARKS.md).
+pub fn run_writer(
+    conn: Connection,
+    rx: Receiver<Msg>,
+    clock: Clock,
+    feeds: Arc<Feeds>,
+    demand: Arc<Demand>,
+    mut version: i64,
+) {
     loop {
         let first = if demand.wanted() {
             match rx.recv_timeout(WATCH_INTERVAL) {
@@ -158,23 +171,32 @@ pub fn run_writer(conn: Connection, rx: Receiver<Msg>, clock: Clock, feeds: Arc<
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            let effects = commit(&conn, batch, &clock);
+        if !batch.is_empty()
+            && let Some(effects) = commit(&conn, batch, &clock)
+        {
             feeds.notify(effects);
         }
     }
 }
 
 /// `PRAGMA data_version`: changes when another connection commits, not on our own commits.
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "data_version", |row| row.get(0))
 }
 
-/// Runs `batch` in one transaction and answers every job. Returns what the commit changed.
-fn commit(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Effects {
+/// Runs `batch` in one transaction and answers every job. Returns what the commit changed, or
+/// `None` if nothing was committed.
+pub fn commit(conn: &Connection, batch: Vec<Box<dyn Job>>, clock: &Clock) -> Option<Effects> {
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-        return abort(conn, batch, &err.into());
+        abort(conn, batch, &err.into());
+        return None;
     }
+    commit_begun(conn, batch, clock)
+}
+
+/// [`commit`] once `BEGIN IMMEDIATE` succeeded: runs the jobs (each in a savepoint when there
+/// are several), commits, answers every job.
+pub fn commit_begun(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Option<Effects> {
     let single = batch.len() == 1;
     let mut effects = Effects::NONE;
     let mut failure: Option<StoreError> = None;
@@ -193,7 +215,7 @@ fn commit(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Eff
                 // Its own error answers it; nothing else was in the transaction.
                 let _ = conn.execute_batch("ROLLBACK");
                 batch.into_iter().for_each(|job| job.answer(None));
-                return Effects::NONE;
+                return None;
             }
             // SQLite rolls a whole transaction back by itself on some errors (disk full).
             None if conn.is_autocommit() => {
@@ -208,24 +230,27 @@ fn commit(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Eff
         }
     }
     if let Some(err) = failure {
-        return abort(conn, batch, &err);
+        abort(conn, batch, &err);
+        return None;
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
             batch.into_iter().for_each(|job| job.answer(None));
-            effects
+            Some(effects)
         }
-        Err(err) => abort(conn, batch, &err.into()),
+        Err(err) => {
+            abort(conn, batch, &err.into());
+            None
+        }
     }
 }
 
-fn abort(conn: &Connection, batch: Vec<Box<dyn Job>>, err: &StoreError) -> Effects {
+pub fn abort(conn: &Connection, batch: Vec<Box<dyn Job>>, err: &StoreError) {
     if !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
     tracing::warn!(error = %err, writes = batch.len(), "store transaction failed");
     batch.into_iter().for_each(|job| job.answer(Some(err)));
-    Effects::NONE
 }
 
 /// A read, run on the reader's connection (or told why there is none).
@@ -292,7 +317,7 @@ mod tests {
         let (panics, rpanics) = Pending::new(|_: &Connection, _: Millis| -> Result<((), Effects)> { panic!("boom") });
         let batch: Vec<Box<dyn Job>> = vec![Box::new(a), Box::new(dup), Box::new(panics), Box::new(b)];
         let before = conn.total_changes();
-        let effects = commit(&conn, batch, &Clock::manual(7));
+        let effects = commit(&conn, batch, &Clock::manual(7)).expect("committed");
         assert!(effects.tasks && !effects.events);
         assert!(ra.await.unwrap().is_ok());
         assert!(matches!(rdup.await.unwrap(), Err(StoreError::Backend(_))), "UNIQUE violated");
@@ -319,7 +344,7 @@ mod tests {
         let (a, ra) = Pending::new(insert("a"));
         let (b, rb) = Pending::new(insert("b"));
         let effects = commit(&conn, vec![Box::new(a), Box::new(b)], &Clock::manual(7));
-        assert!(!effects.tasks);
+        assert!(effects.is_none());
         assert!(ra.await.unwrap().is_err() && rb.await.unwrap().is_err());
     }
 }
