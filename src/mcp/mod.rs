@@ -8,4 +8,5 @@ pub mod no_roots;
 pub mod queue;
 pub mod stdio;
 pub mod telegram;
+pub mod ticker;
 pub mod workers;

@@ -3,18 +3,18 @@
 //! malformed call gets an `isError` reply the model can act on, not a protocol error.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{Peer, RequestContext};
+use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use super::hub::{PollOutcome, Queue, QueueError};
 use super::replies;
+use crate::mcp::ticker::ProgressTicker;
 use crate::store::SubmitOutcome;
 
 /// The server handed to a transport: cheap to clone, all state in the shared [`Queue`].
@@ -101,35 +101,6 @@ fn internal(err: &QueueError) -> McpError {
     McpError::internal_error(format!("the queue store failed: {err}"), None)
 }
 
-/// Sends a progress notification every interval until dropped.
-struct ProgressTicker(tokio::task::JoinHandle<()>);
-
-impl ProgressTicker {
-    fn start(peer: Peer<RoleServer>, token: ProgressToken, queue: &Queue) -> Self {
-        let interval = queue.config().progress_interval;
-        let total = queue.config().poll_timeout.as_secs_f64();
-        Self(tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(interval).await;
-                let waited = started.elapsed().as_secs_f64().floor();
-                let param = ProgressNotificationParam::new(token.clone(), waited)
-                    .with_total(total)
-                    .with_message(format!("waiting for a task ({waited:.0}s)"));
-                if peer.notify_progress(param).await.is_err() {
-                    return;
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for ProgressTicker {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl QueueServer {
     async fn worker_create(&self) -> Result<CallToolResult, McpError> {
         let worker_id = self.queue.create_worker().await.map_err(|e| internal(&e))?;
@@ -152,8 +123,13 @@ impl QueueServer {
                 ));
             }
         };
-        let _ticker =
-            context.meta.get_progress_token().map(|t| ProgressTicker::start(context.peer.clone(), t, &self.queue));
+        let _ticker = context.meta.get_progress_token().map(|token| {
+            let total = self.queue.config().poll_timeout.as_secs_f64();
+            let every = self.queue.config().progress_interval;
+            ProgressTicker::start(context.peer.clone(), token, every, move |waited| async move {
+                (Some(total), format!("waiting for a task ({waited:.0}s)"))
+            })
+        });
         let disconnect = crate::mcp::disconnect::Disconnect::of(&context.extensions);
         let cancelled = async {
             match &disconnect {

@@ -4,17 +4,18 @@
 //! registry's server names as an enum.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{Peer, RequestContext};
+use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Map, Value, json};
 
 use super::front::{Cancel, Front, Refusal, State, Status, progress_text};
+use crate::mcp::ticker::ProgressTicker;
 use crate::protocol::{ErrorKind, WorkerError};
 use crate::registry::Registry;
 
@@ -277,22 +278,14 @@ fn task_id_arg(args: &JsonObject) -> Result<&str, String> {
     args.get("taskId").and_then(Value::as_str).ok_or_else(|| "`taskId` (a string) is required".to_owned())
 }
 
-/// Sends a progress notification every interval until dropped.
-struct ProgressTicker(tokio::task::JoinHandle<()>);
-
-impl ProgressTicker {
-    fn start(
-        peer: Peer<RoleServer>,
-        token: ProgressToken,
-        every: Duration,
-        front: Arc<dyn Front>,
-        ids: Vec<String>,
-    ) -> Self {
-        Self(tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(every).await;
-                let waited = started.elapsed().as_secs_f64().floor();
+impl WorkersServer {
+    fn ticker(&self, context: &RequestContext<RoleServer>, ids: &[String]) -> Option<ProgressTicker> {
+        let token = context.meta.get_progress_token()?;
+        let every = self.settings.progress_interval;
+        let (front, ids) = (Arc::clone(&self.front), ids.to_vec());
+        Some(ProgressTicker::start(context.peer.clone(), token, every, move |_waited| {
+            let (front, ids) = (Arc::clone(&front), ids.clone());
+            async move {
                 let mut states = Vec::new();
                 for id in &ids {
                     states.push(match front.status(id).await {
@@ -301,26 +294,9 @@ impl ProgressTicker {
                         Err(_) => format!("{id}: (the journal does not answer)"),
                     });
                 }
-                let param = ProgressNotificationParam::new(token.clone(), waited).with_message(states.join("; "));
-                if peer.notify_progress(param).await.is_err() {
-                    return;
-                }
+                (None, states.join("; "))
             }
         }))
-    }
-}
-
-impl Drop for ProgressTicker {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl WorkersServer {
-    fn ticker(&self, context: &RequestContext<RoleServer>, ids: &[String]) -> Option<ProgressTicker> {
-        let token = context.meta.get_progress_token()?;
-        let every = self.settings.progress_interval;
-        Some(ProgressTicker::start(context.peer.clone(), token, every, Arc::clone(&self.front), ids.to_vec()))
     }
 
     async fn spawn_worker(&self, args: JsonObject, context: &RequestContext<RoleServer>) -> CallToolResult {

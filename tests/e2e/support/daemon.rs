@@ -313,6 +313,23 @@ pub fn assert_gone(path: &Path) {
     assert!(!path.exists(), "{} should be gone", path.display());
 }
 
+/// How every test starts `serve` (this [`Server`], and the blocking `queue_client::HttpServer` of
+/// the queue's synchronous tests): `serve ARGS`, on 127.0.0.1:0 unless ARGS has a `--listen`.
+pub fn serve_words<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut words = vec!["serve"];
+    words.extend_from_slice(args);
+    if !args.iter().any(|a| *a == "--listen" || a.starts_with("--listen=")) {
+        words.extend(["--listen", "127.0.0.1:0"]);
+    }
+    words
+}
+
+/// The base URL (`http://127.0.0.1:PORT`) in `serve`'s `listening on http://ADDR/mcp` line.
+pub fn listening_url(line: &str) -> Option<String> {
+    let url = line.strip_prefix("listening on ")?;
+    Some(url.trim().trim_end_matches("/mcp").replace("0.0.0.0", "127.0.0.1"))
+}
+
 /// `mcp-workers serve` on 127.0.0.1:0 (or another `--listen`), its address read from its stderr.
 pub struct Server {
     pub child: Child,
@@ -337,18 +354,16 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
-        let data = project.root.join("data");
-        let mut command = project.command(model, &["--data-dir", &data.to_string_lossy(), "serve"]);
+        let data = project.root.join("data").to_string_lossy().into_owned();
+        let mut words = vec!["--data-dir", data.as_str()];
+        words.extend(serve_words(args));
+        let mut command = project.command(model, &words);
         command
-            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if !args.contains(&"--listen") {
-            command.args(["--listen", "127.0.0.1:0"]);
-        }
         let mut child = command.spawn().expect("start mcp-workers serve");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let mut seen = String::new();
@@ -357,8 +372,8 @@ impl Server {
                 Ok(Ok(Some(line))) => {
                     seen.push_str(&line);
                     seen.push('\n');
-                    if let Some(url) = line.strip_prefix("listening on ") {
-                        break url.trim_end_matches("/mcp").replace("0.0.0.0", "127.0.0.1");
+                    if let Some(base) = listening_url(&line) {
+                        break base;
                     }
                 }
                 _ => return Err(seen),

@@ -54,7 +54,8 @@ pub fn wait_for_line(log: &Mutex<Vec<String>>, needle: &str) {
     }
 }
 
-/// A Streamable HTTP server: `mcp-workers serve --listen 127.0.0.1:0`.
+/// A Streamable HTTP server for the queue's blocking tests: `mcp-workers --data-dir DIR serve`,
+/// started as [`super::daemon::Server`] starts it (`serve_words`, `listening_url`).
 pub struct HttpServer {
     pub child: Child,
     pub url: String,
@@ -67,8 +68,7 @@ impl HttpServer {
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(flags)
+            .args(super::daemon::serve_words(flags))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -81,8 +81,8 @@ impl HttpServer {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(url) = line.strip_prefix("listening on ") {
-                        break url.trim().to_owned();
+                    if let Some(base) = super::daemon::listening_url(&line) {
+                        break format!("{base}/mcp");
                     }
                 }
                 Err(_) => panic!("serve did not start: {:?}", stderr.lock().unwrap()),
