@@ -100,6 +100,21 @@ pub struct Counts {
     pub workers: u64,
 }
 
+impl Counts {
+    /// Takes one row of `SELECT state, count(*) FROM tasks GROUP BY state` (either backend).
+    pub fn add_state(&mut self, state: &str, n: i64) -> Result<()> {
+        let n = u64::try_from(n).unwrap_or(0);
+        match TaskState::parse(state) {
+            Some(TaskState::Queued) => self.queued = n,
+            Some(TaskState::Leased) => self.leased = n,
+            Some(TaskState::Done) => self.done = n,
+            Some(TaskState::Dead) => self.dead = n,
+            None => return Err(StoreError::Corrupt(format!("task state {state}"))),
+        }
+        Ok(())
+    }
+}
+
 /// Where an action of `serve` is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

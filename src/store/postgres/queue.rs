@@ -196,16 +196,7 @@ pub async fn counts(c: &Conn) -> Result<Counts> {
     let mut counts = Counts::default();
     let by_state = c.prepare("SELECT state, count(*) FROM tasks GROUP BY state").await?;
     for row in c.client.query(&by_state, &[]).await? {
-        let state: String = row.try_get(0)?;
-        let n: i64 = row.try_get(1)?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match TaskState::parse(&state) {
-            Some(TaskState::Queued) => counts.queued = n,
-            Some(TaskState::Leased) => counts.leased = n,
-            Some(TaskState::Done) => counts.done = n,
-            Some(TaskState::Dead) => counts.dead = n,
-            None => return Err(StoreError::Corrupt(format!("task state {state}"))),
-        }
+        counts.add_state(&row.try_get::<_, String>(0)?, row.try_get(1)?)?;
     }
     let workers = c.prepare("SELECT count(*) FROM workers").await?;
     let n: i64 = c.client.query_one(&workers, &[]).await?.try_get(0)?;

@@ -198,16 +198,7 @@ pub fn counts(conn: &Connection) -> Result<Counts> {
     let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let state: String = row.get(0)?;
-        let n: i64 = row.get(1)?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match TaskState::parse(&state) {
-            Some(TaskState::Queued) => counts.queued = n,
-            Some(TaskState::Leased) => counts.leased = n,
-            Some(TaskState::Done) => counts.done = n,
-            Some(TaskState::Dead) => counts.dead = n,
-            None => return Err(StoreError::Corrupt(format!("task state {state}"))),
-        }
+        counts.add_state(&row.get::<_, String>(0)?, row.get(1)?)?;
     }
     let workers: i64 = conn.query_row("SELECT count(*) FROM workers", [], |r| r.get(0))?;
     counts.workers = u64::try_from(workers).unwrap_or(0);
