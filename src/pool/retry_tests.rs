@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{next_result, settings};
-use crate::pool::{Pool, Runner, Stopping};
+use crate::pool::{Event, Pool, Runner, Stopping};
 use crate::protocol::parse::{Limits, parse_line};
-use crate::protocol::{ErrorKind, WorkerError, WorkerResult};
+use crate::protocol::{ErrorKind, Output, WorkerError, WorkerResult};
 use crate::worker::{Job, Stopper};
 
 /// Fails with `kind` (retryable as given) `failures` times, then succeeds; counts its runs.
@@ -41,11 +41,11 @@ impl Runner for Flaky {
     }
 }
 
-async fn run_one(runner: Flaky, retries: u32) -> (WorkerResult, Duration) {
+/// Runs one action through a pool of `slots` with `runner`; its one result and how long it took.
+async fn run_action(runner: Box<dyn Runner>, slots: usize, action: serde_json::Value) -> (WorkerResult, Duration) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let stopping = Stopping::immediate(&CancellationToken::new(), &CancellationToken::new());
-    let (pool, finished) = Pool::start_with(settings(1), Box::new(runner), tx, stopping);
-    let action = json!({"type": "spawn_worker", "taskId": "r", "task": "t", "servers": ["fs"], "retries": retries});
+    let (pool, finished) = Pool::start_with(settings(slots), runner, tx, stopping);
     let limits = Limits { max_timeout: Duration::from_secs(60), governance: Default::default() };
     let started = Instant::now();
     for item in parse_line(&json!({ "actions": [action] }).to_string(), None, limits).unwrap() {
@@ -55,8 +55,16 @@ async fn run_one(runner: Flaky, retries: u32) -> (WorkerResult, Duration) {
     let took = started.elapsed();
     drop(pool);
     finished.wait().await;
-    assert!(rx.try_recv().is_err(), "exactly one result per action");
+    // Exactly one result per action (dispatch_paused/resumed lines may follow it).
+    while let Ok(event) = rx.try_recv() {
+        assert!(!matches!(event, Event::Output(Output::Result(_))), "a second result: {event:?}");
+    }
     (result, took)
+}
+
+async fn run_one(runner: Flaky, retries: u32) -> (WorkerResult, Duration) {
+    let action = json!({"type": "spawn_worker", "taskId": "r", "task": "t", "servers": ["fs"], "retries": retries});
+    run_action(Box::new(runner), 1, action).await
 }
 
 fn flaky(failures: u32, kind: ErrorKind, retryable: bool) -> (Flaky, Arc<AtomicU32>) {
@@ -129,19 +137,8 @@ impl Runner for LimitedOnce {
 
 async fn limited_once(timeout_ms: u64) -> (WorkerResult, Duration, u32) {
     let runs = Arc::new(AtomicU32::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let stopping = Stopping::immediate(&CancellationToken::new(), &CancellationToken::new());
-    let (pool, finished) = Pool::start_with(settings(2), Box::new(LimitedOnce(runs.clone())), tx, stopping);
     let action = json!({"type": "spawn_worker", "taskId": "l", "task": "t", "servers": ["fs"], "timeout": timeout_ms});
-    let limits = Limits { max_timeout: Duration::from_secs(60), governance: Default::default() };
-    let started = Instant::now();
-    for item in parse_line(&json!({ "actions": [action] }).to_string(), None, limits).unwrap() {
-        pool.submit(item).await;
-    }
-    let result = next_result(&mut rx).await;
-    let took = started.elapsed();
-    drop(pool);
-    finished.wait().await;
+    let (result, took) = run_action(Box::new(LimitedOnce(runs.clone())), 2, action).await;
     (result, took, runs.load(Ordering::SeqCst))
 }
 
