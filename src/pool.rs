@@ -254,6 +254,13 @@ impl Pool {
         }
     }
 
+    /// Cancels every unfinished action (a fenced cluster node: another daemon answered them).
+    pub fn cancel_all(&self) -> usize {
+        let active = self.shared.lock_active();
+        active.values().for_each(|(_, token)| token.cancel());
+        active.len()
+    }
+
     /// How many actions are accepted and not finished.
     pub fn unfinished(&self) -> usize {
         self.shared.lock_active().len()

@@ -17,6 +17,7 @@ use crate::args::{GlobalArgs, parse_duration};
 use crate::http::HostGuard;
 use crate::mcp::queue::QueueSettings;
 use crate::service::Service;
+use crate::service::cluster::{ClusterSettings, Membership};
 use crate::settings::DaemonSettings;
 use crate::store::StoreLocation;
 
@@ -41,6 +42,14 @@ pub struct ServeArgs {
     /// minute); `0` keeps everything.
     #[arg(long, env = "MCP_WORKERS_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// With a PostgreSQL store: this daemon's name among the daemons sharing the journal (one
+    /// live daemon per name). Default: the host name and the data directory.
+    #[arg(long, env = "MCP_WORKERS_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// With a PostgreSQL store: a daemon silent this long is declared dead by another, which
+    /// answers its running actions `interrupted` and runs its unstarted ones.
+    #[arg(long, env = "MCP_WORKERS_NODE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
@@ -57,6 +66,8 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     pub retention: Duration,
     pub store: StoreLocation,
+    /// How this daemon takes part in a cluster (used with a PostgreSQL store).
+    pub cluster: ClusterSettings,
     pub queue: QueueSettings,
     pub daemon: Arc<DaemonSettings>,
     /// The workers tools at `/mcp` (their progress interval is the queue's).
@@ -72,6 +83,15 @@ impl ServeArgs {
                 self.listen
             );
         }
+        if self.node_timeout < Duration::from_millis(300) {
+            anyhow::bail!("--node-timeout must be at least 300ms (a third of it is the heartbeat)");
+        }
+        let daemon = Arc::new(self.worker.settings(global, NeedClaude::Yes)?);
+        let name = match self.node_name.as_deref().map(str::trim) {
+            Some("") => anyhow::bail!("--node-name must not be empty"),
+            Some(name) => name.to_owned(),
+            None => format!("{}:{}", host_name(), daemon.worker.cli.data_dir.display()),
+        };
         Ok(ServeSettings {
             listen: self.listen,
             guard: HostGuard::loopback_and(&self.allow_hosts),
@@ -81,9 +101,19 @@ impl ServeArgs {
             store: super::store_location(global)?,
             queue: self.queue.settings(),
             workers: self.tools.settings(self.queue.progress_interval)?,
-            daemon: Arc::new(self.worker.settings(global, NeedClaude::Yes)?),
+            cluster: ClusterSettings { name, node_timeout: self.node_timeout },
+            daemon,
         })
     }
+}
+
+/// The machine's host name (Linux), for the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -104,7 +134,7 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
     // One store for the queue and the journal: one SQLite writer (one group commit for both),
     // or one PostgreSQL pool.
     let store = super::open_store(&settings.store).await?;
-    store.own_journal().await.context("cannot serve")?;
+    let cluster = store.cluster().map(|c| Membership::new(c, settings.cluster.clone()));
     if !settings.retention.is_zero() {
         let (queue, journal) = (store.queue.clone(), store.journal.clone());
         tokio::spawn(crate::store::retention::run(queue, journal, settings.retention, shutdown.clone()));
@@ -117,6 +147,7 @@ pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCo
         settings.api_token.clone(),
         shutdown.clone(),
         force.clone(),
+        cluster,
     )
     .await?;
     tracing::info!(%addr, store = %settings.store, "serving /v1/actions, /v1/events and MCP (the queue and the workers tools) at /mcp");

@@ -338,6 +338,11 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
     let queue = service.queue.store().counts().await.ok();
     let dispatch = service.pool.dispatch();
     let budget = service.pool.budget().await;
-    let text = service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue, dispatch, budget });
+    let cluster = match &service.cluster {
+        Some(member) => member.cluster.status().await.ok(),
+        None => None,
+    };
+    let text =
+        service.metrics.render(crate::service::metrics::Gauges { running, waiting, queue, dispatch, budget, cluster });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

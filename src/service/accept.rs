@@ -81,13 +81,24 @@ impl Service {
             .collect();
         let accepted_ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
         let subscription = self.events.subscribe();
+        if self.cluster.is_some() {
+            // In a cluster the node that claims an action admits it again (this one may, the
+            // moment the journal has it): the admission here was only the check.
+            admitted.clear();
+        }
         let recorded = self.journal.accept(&entries, &refused).await;
         // On failure, dropping `admitted` gives the ids back: nothing was written.
         let events = recorded.map_err(|err| AcceptError::Journal(err.to_string()))?;
         refused.iter().for_each(|r| self.metrics.observe(r));
-        self.publish(events.into_iter().map(Published::from));
-        for ok in admitted {
-            self.pool.enqueue(ok).await;
+        self.publish_written(events);
+        match &self.cluster {
+            // Any node with a free slot claims them (this one first: it is poked now).
+            Some(member) => member.poke(),
+            None => {
+                for ok in admitted {
+                    self.pool.enqueue(ok).await;
+                }
+            }
         }
         Ok(Accepted { accepted, accepted_ids, refused, acks, subscription })
     }

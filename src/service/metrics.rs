@@ -36,6 +36,8 @@ pub struct Gauges {
     pub dispatch: (bool, u64),
     /// The daemon-wide budget's windows: spent and left (empty without `--budget`).
     pub budget: Vec<crate::pool::budget::WindowStatus>,
+    /// Daemons sharing the journal: the cluster's nodes and actions (PostgreSQL only).
+    pub cluster: Option<crate::store::ClusterStatus>,
 }
 
 impl Metrics {
@@ -125,6 +127,21 @@ impl Metrics {
                 q.workers
             );
         }
+        if let Some(c) = gauges.cluster {
+            let name = "mcp_workers_cluster_actions";
+            let _ = write!(
+                out,
+                "# HELP {name} Unfinished actions of every daemon on the journal, by state.\n# TYPE {name} gauge\n"
+            );
+            for (state, n) in [("unclaimed", c.unclaimed), ("claimed", c.claimed), ("running", c.running)] {
+                let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
+            }
+            let _ = write!(
+                out,
+                "# HELP mcp_workers_cluster_nodes Daemons alive on the journal.\n# TYPE mcp_workers_cluster_nodes gauge\nmcp_workers_cluster_nodes {}\n",
+                c.nodes_alive
+            );
+        }
         out
     }
 }
@@ -158,6 +175,7 @@ mod tests {
                 spent: 1.5,
                 left: 3.0,
             }],
+            cluster: Some(crate::store::ClusterStatus { nodes_alive: 2, unclaimed: 5, claimed: 1, running: 3 }),
         });
         for line in [
             "mcp_workers_workers_running 2",
@@ -173,6 +191,8 @@ mod tests {
             "mcp_workers_worker_duration_seconds_count 1",
             "mcp_workers_cost_usd_total 0.25",
             "mcp_workers_queue_tasks{state=\"queued\"} 3",
+            "mcp_workers_cluster_actions{state=\"unclaimed\"} 5",
+            "mcp_workers_cluster_nodes 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
         }

@@ -10,6 +10,7 @@
 //! notifications.
 
 mod accept;
+pub mod cluster;
 pub mod front;
 pub mod metrics;
 pub mod notify;
@@ -75,6 +76,8 @@ pub struct Service {
     ready: AtomicBool,
     /// The last journal write failed and is being retried.
     store_failing: AtomicBool,
+    /// Several daemons on this journal (PostgreSQL): this node's part (`cluster.rs`).
+    pub cluster: Option<cluster::Membership>,
 }
 
 /// A started service and what it takes to stop it.
@@ -97,6 +100,7 @@ impl Service {
         api_token: Option<String>,
         draining: CancellationToken,
         force: CancellationToken,
+        cluster: Option<cluster::Membership>,
     ) -> anyhow::Result<Running> {
         let (tx, rx) = mpsc::channel(1024);
         let kill = CancellationToken::new();
@@ -119,10 +123,16 @@ impl Service {
             tasks: TaskTracker::new(),
             ready: AtomicBool::new(false),
             store_failing: AtomicBool::new(false),
+            cluster,
         });
         let recorder_stop = CancellationToken::new();
         let recorder = tokio::spawn(recorder::run(service.clone(), rx, recorder_stop.clone()));
-        service.recover().await.context("cannot recover the action journal")?;
+        if service.cluster.is_some() {
+            // Other nodes' running actions are theirs: only dead nodes' are settled.
+            service.start_cluster().await.context("cannot join the cluster")?;
+        } else {
+            service.recover().await.context("cannot recover the action journal")?;
+        }
         service.ready.store(true, Ordering::Release);
         Ok(Running { service, finished, kill, recorder_stop, recorder })
     }
@@ -132,6 +142,7 @@ impl Service {
         self.ready.load(Ordering::Acquire)
             && !self.draining.is_cancelled()
             && !self.store_failing.load(Ordering::Acquire)
+            && self.cluster.as_ref().is_none_or(|m| m.joined.load(Ordering::Acquire))
             && self.journal.unfinished().await.is_ok()
     }
 
@@ -140,6 +151,15 @@ impl Service {
         use crate::mcp::workers::front::Cancel;
         if self.pool.cancel(task_id) == crate::pool::CancelOutcome::Cancelled {
             return Ok(Cancel::Cancelling);
+        }
+        if let Some(member) = &self.cluster {
+            let error = WorkerError::new(ErrorKind::Cancelled, "the action was cancelled before it started", false);
+            let unclaimed = WorkerResult::failure(task_id, Origin { line: None, index: 0 }, error);
+            return Ok(match member.cluster.cancel(task_id, &unclaimed).await? {
+                crate::store::ClusterCancel::Unknown => Cancel::Unknown,
+                crate::store::ClusterCancel::Finished => Cancel::Finished,
+                crate::store::ClusterCancel::Answered(_) | crate::store::ClusterCancel::Asked(_) => Cancel::Cancelling,
+            });
         }
         Ok(match self.journal.action(task_id).await? {
             Some(record) if record.state == crate::store::ActionState::Done => Cancel::Finished,
@@ -153,6 +173,14 @@ impl Service {
         for event in events {
             // No subscriber is fine: the journal keeps the event.
             let _ = self.events.send(event);
+        }
+    }
+
+    /// Publishes events this daemon has just journalled; in a cluster the tail publishes every
+    /// node's in id order instead (`cluster.rs`), so this does nothing there.
+    pub fn publish_written(&self, events: impl IntoIterator<Item = EventRecord>) {
+        if self.cluster.is_none() {
+            self.publish(events.into_iter().map(Published::from));
         }
     }
 
@@ -192,22 +220,27 @@ impl Service {
                 if this.draining.is_cancelled() {
                     break;
                 }
-                let origin = stored_origin(&stored);
-                match parse_action(stored["action"].clone(), origin, this.settings.limits) {
-                    Item::Spawn(action) => match this.pool.admit(action) {
-                        Ok(admitted) => this.pool.enqueue(admitted).await,
-                        Err(refused) => this.finish(*refused).await,
-                    },
-                    Item::Refused(refused) => this.finish(*refused).await,
-                    Item::Ack(_) => {
-                        let error =
-                            WorkerError::new(ErrorKind::InternalError, "the journal held an unreadable action", false);
-                        this.finish(WorkerResult::failure(task_id, origin, error)).await;
-                    }
-                }
+                this.run_stored(task_id, &stored).await;
             }
         });
         Ok(())
+    }
+
+    /// Admits and queues an action the journal holds for this daemon (or answers why it
+    /// cannot run: the registry here lacks a server, or the stored action is unreadable).
+    pub(super) async fn run_stored(&self, task_id: String, stored: &Value) {
+        let origin = stored_origin(stored);
+        match parse_action(stored["action"].clone(), origin, self.settings.limits) {
+            Item::Spawn(action) => match self.pool.admit(action) {
+                Ok(admitted) => self.pool.enqueue(admitted).await,
+                Err(refused) => self.finish(*refused).await,
+            },
+            Item::Refused(refused) => self.finish(*refused).await,
+            Item::Ack(_) => {
+                let error = WorkerError::new(ErrorKind::InternalError, "the journal held an unreadable action", false);
+                self.finish(WorkerResult::failure(task_id, origin, error)).await;
+            }
+        }
     }
 }
 
@@ -229,6 +262,8 @@ impl Running {
     /// second signal) ends the grace at once.
     pub async fn stop(self, grace: Duration, force: &CancellationToken) {
         self.service.draining.cancel();
+        // In a cluster, what this node claimed and did not start goes to the others now.
+        self.service.hand_back().await;
         let running = self.service.pool.running();
         info!(running, grace = ?grace, "draining: waiting for running workers");
         // Accepts in flight finish (their actions are journalled, queued or left for the next
@@ -250,5 +285,6 @@ impl Running {
         if let Err(err) = self.recorder.await {
             warn!("the journal recorder stopped abnormally: {err}");
         }
+        self.service.leave().await;
     }
 }

@@ -22,7 +22,7 @@ use super::{Published, Service};
 use crate::pool::Event;
 use crate::protocol::governance::DispatchKind;
 use crate::protocol::{Output, WorkerResult};
-use crate::store::EventKind;
+use crate::store::{EventKind, StoreError};
 
 /// The first retry of a failed write; each further one waits twice as long, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(200);
@@ -48,9 +48,15 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
             Event::Started { task_id, ack } => {
                 let recorded = match service.journal.started(&task_id).await {
                     Ok(event) => {
-                        service.publish([event.into()]);
+                        service.publish_written([event]);
                         written(&service, &unwritten);
                         Ok(())
+                    }
+                    // Handed to another node meanwhile (a stop's hand-back, or this node was
+                    // declared dead): not a store failure; the worker does not start.
+                    Err(StoreError::Fenced(why)) => {
+                        warn!(task_id = %task_id, "not starting: {why}");
+                        Err(format!("fenced: {why}"))
                     }
                     Err(err) => {
                         failed(&service, &format!("cannot record the start of {task_id}: {err}"));
@@ -61,6 +67,10 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
             }
             Event::Output(Output::Result(result)) => {
                 service.metrics.observe(&result);
+                if let Some(member) = &service.cluster {
+                    // A slot is free again: claim more.
+                    member.poke();
+                }
                 if !unwritten.is_empty() {
                     // Keep results in order behind those still waiting to be written.
                     publish_unwritten(&service, &result);
@@ -107,7 +117,13 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
 async fn write(service: &Service, result: WorkerResult) -> Result<(), WorkerResult> {
     match service.journal.finish(&result).await {
         Ok(event) => {
-            service.publish(event.map(Published::from));
+            service.publish_written(event);
+            Ok(())
+        }
+        Err(StoreError::Fenced(why)) => {
+            // Another node answered this action (this one was declared dead): dropped, never
+            // retried.
+            warn!(task_id = %result.task_id, "result not recorded: {why}");
             Ok(())
         }
         Err(err) => {
@@ -124,6 +140,7 @@ async fn retry(service: &Service, unwritten: &mut VecDeque<WorkerResult>) -> boo
         match service.journal.finish(&result).await {
             // Live subscribers had it already; the journal now has it with an id.
             Ok(_) => info!(task_id = %task_id, "recorded a result after a failed write"),
+            Err(StoreError::Fenced(why)) => warn!(task_id = %task_id, "result not recorded: {why}"),
             Err(err) => {
                 warn!(task_id = %task_id, "the journal still cannot record a result: {err}");
                 unwritten.push_front(result);

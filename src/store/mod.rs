@@ -34,8 +34,8 @@ pub use open::{OpenStore, StoreLocation};
 pub use postgres::{PgConfig, PgStore};
 pub use sqlite::{Mode as SqliteMode, SqliteStore};
 pub use types::{
-    ActionRecord, ActionState, Counts, EventKind, EventRecord, Recovery, SubmitOutcome, SweepReport, Task, TaskState,
-    Unfinished,
+    ActionRecord, ActionState, ClusterCancel, ClusterStatus, Counts, EventKind, EventRecord, NodeId, Reaped, Recovery,
+    SubmitOutcome, SweepReport, Task, TaskState, Unfinished, Verdict, VerdictFn,
 };
 
 use crate::protocol::WorkerResult;
@@ -59,6 +59,10 @@ pub enum StoreError {
     /// The backend's connection or thread is gone (the store was closed, or it crashed).
     #[error("the store is closed")]
     Closed,
+    /// This daemon was declared dead by another (it was silent longer than the node timeout),
+    /// or the action was handed to another daemon: the write was refused (a fenced write).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -70,6 +74,7 @@ impl StoreError {
             Self::Corrupt(s) => Self::Corrupt(s.clone()),
             Self::Busy(s) => Self::Busy(s.clone()),
             Self::Closed => Self::Closed,
+            Self::Fenced(s) => Self::Fenced(s.clone()),
             Self::DataDir { path, source } => {
                 Self::DataDir { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
             }
@@ -163,4 +168,43 @@ pub trait Journal: Send + Sync + 'static {
     async fn unfinished(&self) -> Result<Unfinished>;
     /// Wakes when events may have been appended, through this handle or any other.
     fn event_changes(&self) -> Changes;
+}
+
+/// Several `serve` daemons on one journal (PostgreSQL; issue 9): each daemon is a node that
+/// registers itself, heartbeats in the database's time, claims accepted actions up to its free
+/// slots, and has its writes fenced. Once a [`Cluster::join`] succeeded, the handle's
+/// [`Journal::started`] and [`Journal::finish`] succeed only for actions this node holds while
+/// it is alive ([`StoreError::Fenced`] otherwise).
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Registers this daemon as a new incarnation of `name` (one live daemon per name: an
+    /// error if another holds it). Earlier incarnations of `name` that are gone are declared
+    /// dead at once, so that a restart does not wait for the node timeout.
+    async fn join(&self, name: &str) -> Result<NodeId>;
+    /// Says this node is alive (database time). [`StoreError::Fenced`] if it was declared dead.
+    async fn heartbeat(&self) -> Result<()>;
+    /// Declares dead every node silent for longer than `timeout` (exactly one caller does it
+    /// for each), then settles the unfinished actions of dead and departed nodes: an unstarted
+    /// one goes back to the cluster, a running one gets `verdict`'s answer. One transaction per
+    /// call; the events written are returned.
+    async fn reap(&self, timeout: Duration, verdict: &VerdictFn) -> Result<Reaped>;
+    /// Claims up to `n` accepted actions nobody holds, oldest first (`SKIP LOCKED`): (task id,
+    /// what `accept` stored).
+    async fn claim(&self, n: usize) -> Result<Vec<(String, serde_json::Value)>>;
+    /// Hands this node's claimed, unstarted actions back to the cluster, at once (a graceful
+    /// stop). Returns how many.
+    async fn hand_back(&self) -> Result<u64>;
+    /// Marks this node departed (after its running workers finished).
+    async fn leave(&self) -> Result<()>;
+    /// Cancels `task_id` wherever it is: nobody holds it yet → answered `unclaimed` (kind
+    /// `cancelled`) here; another node holds it → that node is asked.
+    async fn cancel(&self, task_id: &str, unclaimed: &WorkerResult) -> Result<ClusterCancel>;
+    /// The cancels other nodes asked of this one (each returned once).
+    async fn cancels(&self) -> Result<Vec<String>>;
+    /// Wakes when another node asks this one to cancel something.
+    fn cancel_changes(&self) -> Changes;
+    /// The id of the newest event (where a node's event tail starts).
+    async fn last_event_id(&self) -> Result<i64>;
+    /// The cluster as `/metrics` shows it.
+    async fn status(&self) -> Result<ClusterStatus>;
 }

@@ -79,14 +79,10 @@ pub struct OpenStore {
 }
 
 impl OpenStore {
-    /// For `serve`: makes this process the journal's only daemon while the store lives
-    /// (PostgreSQL: an advisory lock; a second `serve` on the schema is refused). SQLite: one
-    /// data directory belongs to one `serve`, as before; nothing is checked.
-    pub async fn own_journal(&self) -> Result<()> {
-        match &self.postgres {
-            Some(pg) => pg.own_journal().await,
-            None => Ok(()),
-        }
+    /// For `serve`: the cluster interface when several daemons can share this journal
+    /// (PostgreSQL). SQLite: `None`, one data directory belongs to one `serve`.
+    pub fn cluster(&self) -> Option<Arc<dyn super::Cluster>> {
+        self.postgres.clone().map(|pg| pg as Arc<dyn super::Cluster>)
     }
 }
 

@@ -214,6 +214,9 @@ pub struct ActionRecord {
     pub started_ms: Option<Millis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<Millis>,
+    /// The daemon (`--node-name`) that holds or ran it, when daemons share the journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What a previous run left unfinished.
@@ -265,4 +268,56 @@ impl Recovery {
         }
         Ok(())
     }
+}
+
+/// One registered incarnation of a daemon in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId {
+    pub id: i64,
+    pub name: String,
+}
+
+/// What becomes of an action that was running on a node declared dead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Its one result (`interrupted`).
+    Answer(WorkerResult),
+    /// Run it again (its retries allow it): the new stored action, back to the cluster.
+    Rerun(Value),
+}
+
+/// How a reaper decides a dead node's running action: (task id, what `accept` stored).
+pub type VerdictFn = dyn for<'a, 'b> Fn(&'a str, &'b Value) -> Verdict + Sync;
+
+/// What [`Cluster::reap`](super::Cluster::reap) did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Reaped {
+    /// Nodes declared dead by this call.
+    pub declared: Vec<NodeId>,
+    /// Running actions answered, by the name of the node that ran them.
+    pub answered: Vec<(String, String)>,
+    /// Actions given back to the cluster (unstarted, or to be run again).
+    pub released: u64,
+    pub events: Vec<EventRecord>,
+}
+
+/// Where a cluster-wide cancel went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterCancel {
+    Unknown,
+    Finished,
+    /// Nobody held it: answered here (the event written).
+    Answered(Option<EventRecord>),
+    /// The node holding it was asked.
+    Asked(String),
+}
+
+/// The cluster at a glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub nodes_alive: u64,
+    /// Accepted actions no node holds yet (the cluster's backlog).
+    pub unclaimed: u64,
+    pub claimed: u64,
+    pub running: u64,
 }

@@ -3,6 +3,7 @@
 //! API, `support::fake_telegram` for the Bot API). One module per subject; helpers in `support/`.
 
 mod agent;
+mod cluster;
 mod contain;
 mod engine;
 mod fake_model_smoke;

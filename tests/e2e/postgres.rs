@@ -17,17 +17,17 @@ fn base_url() -> String {
 }
 
 /// A schema of this test's own on the test database, dropped with the value.
-struct Schema {
+pub(crate) struct Schema {
     name: String,
 }
 
 impl Schema {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { name: format!("e2e_{}", uuid::Uuid::new_v4().simple()) }
     }
 
     /// The store URL naming this schema.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}?schema={}", base_url(), self.name)
     }
 
@@ -125,7 +125,7 @@ fn kill_9_of_serve_with_a_task_leased_then_restart_delivers_every_task_once() {
     a.kill();
     let states: Vec<Value> = schema.tasks().iter().map(|t| t["state"].clone()).collect();
     assert_eq!(states, [json!("leased"), json!("queued")]);
-    // The killed daemon's journal lock went with its connection: a new serve starts at once.
+    // The killed daemon's node name lock went with its connection: a new serve starts at once.
     let server = HttpServer::start(dir.path(), &flags);
     let mut b = Driver::http(&server.url);
     let wb = b.create_worker();
@@ -149,24 +149,24 @@ fn kill_9_of_serve_with_a_task_leased_then_restart_delivers_every_task_once() {
 }
 
 #[test]
-fn a_second_serve_on_one_schema_is_refused_and_the_password_is_never_shown() {
+fn a_second_serve_under_one_node_name_is_refused_and_the_password_is_never_shown() {
     // Trust auth ignores the password, so the URL with one connects; it must show up nowhere.
     let schema = Schema::new();
     let secret = "Sup3rSecretPw";
     let url = schema.url().replacen("://postgres@", &format!("://postgres:{secret}@"), 1);
     assert!(url.contains(secret), "the test URL names user postgres: {url}");
     let (one, two) = (data_dir(), data_dir());
-    let first = HttpServer::start(one.path(), &["--store", &url, "-v"]);
+    let first = HttpServer::start(one.path(), &["--store", &url, "-v", "--node-name", "one"]);
     first.wait_log("serving");
     let out = Command::new(BIN)
         .arg("--data-dir")
         .arg(two.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", &url])
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &url, "--node-name", "one"])
         .output()
         .expect("second serve");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("another `serve` already runs"), "{stderr}");
+    assert!(stderr.contains("another daemon named `one` already serves"), "{stderr}");
     assert!(stderr.contains("postgres:***@"), "{stderr}");
     let unreachable = format!("postgres://u:{secret}@127.0.0.1:1/test?connect_timeout=2");
     let out = Command::new(BIN).args(["--store", &unreachable, "tasks"]).output().expect("tasks");
@@ -272,23 +272,24 @@ fn serve_is_unready_while_the_database_is_away_and_rides_out_its_return() {
     let proxy = Proxy::start();
     let dir = data_dir();
     let url = proxy.url(&schema);
-    let server = HttpServer::start(dir.path(), &["--store", &url, "--timeout=50", "--progress-interval", "200ms"]);
+    let flags = ["--store", &url, "--timeout=50", "--progress-interval", "200ms", "--node-name", "n1"];
+    let server = HttpServer::start(dir.path(), &flags);
     until_status(&server.url, "/readyz", |s| s == 200);
     proxy.cut();
     until_status(&server.url, "/readyz", |s| s == 503);
     assert_eq!(status(&server.url, "/healthz"), 200, "alive all the same");
     proxy.restore();
     until_status(&server.url, "/readyz", |s| s == 200);
-    server.wait_log("journal lock held again");
-    // The journal is still this daemon's: a second serve on the schema is refused.
+    server.wait_log("node name lock held again");
+    // The node name is still this daemon's: a second serve under it is refused.
     let other = data_dir();
     let out = Command::new(BIN)
         .arg("--data-dir")
         .arg(other.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", &schema.url()])
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &schema.url(), "--node-name", "n1"])
         .output()
         .expect("second serve");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another `serve` already runs"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another daemon named `n1` already serves"), "{out:?}");
     // And the queue works again, a task enqueued elsewhere reaching a poll that waits here.
     let mut driver = Driver::http(&server.url);
     poll_gets_task_enqueued_elsewhere(&mut driver, &schema);

@@ -51,28 +51,63 @@ pub async fn accept(
     Ok(events)
 }
 
-pub async fn started(c: &Conn, task_id: &str, now: Millis) -> Result<EventRecord> {
+/// `node`: the cluster node this handle joined as (then only an action it holds may start,
+/// and only while the node is alive); `None` before a join.
+pub async fn started(c: &Conn, task_id: &str, now: Millis, node: Option<i64>) -> Result<EventRecord> {
+    fence_node(c, node).await?;
     let update = c
-        .prepare("UPDATE actions SET state = 'running', started_ms = $2 WHERE task_id = $1 AND state = 'accepted'")
+        .prepare(
+            "UPDATE actions SET state = 'running', started_ms = $2
+             WHERE task_id = $1 AND state = 'accepted' AND node IS NOT DISTINCT FROM $3",
+        )
         .await?;
-    c.client.execute(&update, &[&task_id, &now]).await?;
+    if c.client.execute(&update, &[&task_id, &now, &node]).await? == 0 && node.is_some() {
+        return Err(StoreError::Fenced(format!("action {task_id} is no longer held by this daemon")));
+    }
     insert_event(c, task_id, EventKind::Started, json!({ "taskId": task_id }), now).await
 }
 
-pub async fn finish(c: &Conn, result: &WorkerResult, now: Millis) -> Result<Option<EventRecord>> {
+pub async fn finish(c: &Conn, result: &WorkerResult, now: Millis, node: Option<i64>) -> Result<Option<EventRecord>> {
+    fence_node(c, node).await?;
     let data = to_value(result)?;
     let update = c
         .prepare(
-            "UPDATE actions SET state = 'done', result = $2, finished_ms = $3 WHERE task_id = $1 AND state <> 'done'",
+            "UPDATE actions SET state = 'done', result = $2, finished_ms = $3
+             WHERE task_id = $1 AND state <> 'done' AND ($4::INT8 IS NULL OR node = $4)",
         )
         .await?;
-    if c.client.execute(&update, &[&result.task_id, &data.to_string(), &now]).await? == 0 {
+    if c.client.execute(&update, &[&result.task_id, &data.to_string(), &now, &node]).await? == 0 {
+        if node.is_some() {
+            // Done already (a second result is refused, as ever), or handed to another node.
+            let state = c.prepare("SELECT state FROM actions WHERE task_id = $1").await?;
+            let row = c.client.query_opt(&state, &[&result.task_id]).await?;
+            if row.is_some_and(|r| r.try_get::<_, String>(0).is_ok_and(|s| s != "done")) {
+                return Err(StoreError::Fenced(format!("action {} is held by another daemon", result.task_id)));
+            }
+        }
         return Ok(None);
     }
-    let event = insert_event(c, &result.task_id, EventKind::Result, data, now).await?;
+    Ok(Some(result_event(c, &result.task_id, data, now).await?))
+}
+
+/// The result's event, and the event log trimmed to what is kept.
+pub(super) async fn result_event(c: &Conn, task_id: &str, data: Value, now: Millis) -> Result<EventRecord> {
+    let event = insert_event(c, task_id, EventKind::Result, data, now).await?;
     let trim = c.prepare("DELETE FROM events WHERE id <= $1").await?;
     c.client.execute(&trim, &[&(event.id - KEEP_EVENTS)]).await?;
-    Ok(Some(event))
+    Ok(event)
+}
+
+/// Refuses the transaction's writes if `node` was declared dead. The row lock (`FOR SHARE`)
+/// orders this against a survivor's declaration: either this commits first (and the survivor
+/// then finds the action done) or the declaration does (and this sees `dead`).
+pub(super) async fn fence_node(c: &Conn, node: Option<i64>) -> Result<()> {
+    let Some(node) = node else { return Ok(()) };
+    let select = c.prepare("SELECT state FROM nodes WHERE id = $1 FOR SHARE").await?;
+    match c.client.query_opt(&select, &[&node]).await? {
+        Some(row) if row.try_get::<_, String>(0)? == "alive" => Ok(()),
+        _ => Err(StoreError::Fenced("this daemon was declared dead by another (silent past the node timeout)".into())),
+    }
 }
 
 pub async fn purge_actions(c: &Conn, before: Millis) -> Result<(u64, u64)> {
@@ -84,7 +119,8 @@ pub async fn purge_actions(c: &Conn, before: Millis) -> Result<(u64, u64)> {
 /// The columns [`record`] reads (a macro: statements are `&'static str`).
 macro_rules! record_columns {
     () => {
-        "task_id, state, action, result, accepted_ms, started_ms, finished_ms"
+        "task_id, state, action, result, accepted_ms, started_ms, finished_ms, \
+         (SELECT name FROM nodes WHERE nodes.id = actions.node)"
     };
 }
 
@@ -101,6 +137,7 @@ fn record(row: &tokio_postgres::Row) -> Result<ActionRecord> {
         accepted_ms: row.try_get(4)?,
         started_ms: row.try_get(5)?,
         finished_ms: row.try_get(6)?,
+        node: row.try_get(7)?,
     })
 }
 

@@ -38,6 +38,7 @@ async fn listen(config: &PgConfig) -> Result<Listening> {
 
 async fn run(config: PgConfig, feeds: Arc<Feeds>, stop: CancellationToken, first: Listening) {
     let (tasks, events) = (format!("{}:tasks", config.schema), format!("{}:events", config.schema));
+    let cancels = format!("{}:cancels", config.schema);
     let mut current = Some(first);
     let mut backoff = BACKOFF_FIRST;
     loop {
@@ -73,6 +74,8 @@ async fn run(config: PgConfig, feeds: Arc<Feeds>, stop: CancellationToken, first
                         feeds.tasks.notify();
                     } else if n.payload() == events {
                         feeds.events.notify();
+                    } else if n.payload() == cancels {
+                        feeds.cancels.notify();
                     }
                 }
                 Some(_) => {}

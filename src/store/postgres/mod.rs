@@ -13,6 +13,7 @@
 //!   wakes waiting subscribers anyway. `listen=false` in the URL: poll only (PgBouncer in
 //!   transaction mode cannot LISTEN).
 
+mod cluster;
 pub mod config;
 mod journal;
 mod listen;
@@ -20,6 +21,8 @@ mod owner;
 mod pool;
 mod queue;
 mod schema;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;
 
@@ -35,8 +38,8 @@ use self::pool::{Conn, Pool};
 use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
-    ActionRecord, Changes, Clock, Counts, EventRecord, Journal, Millis, QueueStore, Recovery, Result, StoreError,
-    SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
+    ActionRecord, Changes, Clock, Cluster, ClusterCancel, ClusterStatus, Counts, EventRecord, Journal, Millis, NodeId,
+    QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished, VerdictFn,
 };
 use crate::protocol::WorkerResult;
 
@@ -56,18 +59,21 @@ enum Wakes {
     Nothing,
     Tasks,
     Events,
+    Cancels,
 }
 
 /// The change feeds of one handle.
 pub(crate) struct Feeds {
     tasks: ChangeFeed,
     events: ChangeFeed,
+    cancels: ChangeFeed,
 }
 
 impl Feeds {
     fn all(&self) {
         self.tasks.notify();
         self.events.notify();
+        self.cancels.notify();
     }
 }
 
@@ -77,8 +83,11 @@ pub struct PgStore {
     feeds: Arc<Feeds>,
     payload_tasks: String,
     payload_events: String,
-    /// The connection holding the journal's advisory lock ([`PgStore::own_journal`]).
-    journal_owner: tokio::sync::Mutex<bool>,
+    payload_cancels: String,
+    /// The node this handle joined as ([`Cluster::join`]): its journal writes are fenced to it.
+    node: std::sync::RwLock<Option<NodeId>>,
+    /// The node name whose lock this handle holds (`owner.rs`).
+    name_held: tokio::sync::Mutex<Option<String>>,
     stop: CancellationToken,
     _stop: DropGuard,
 }
@@ -129,6 +138,7 @@ impl PgStore {
         let feeds = Arc::new(Feeds {
             tasks: ChangeFeed::new(Arc::clone(&demand)),
             events: ChangeFeed::new(Arc::clone(&demand)),
+            cancels: ChangeFeed::new(Arc::clone(&demand)),
         });
         if config.listen {
             listen::start(config.clone(), Arc::clone(&feeds), stop.clone()).await?;
@@ -140,21 +150,26 @@ impl PgStore {
             feeds,
             payload_tasks: format!("{}:tasks", config.schema),
             payload_events: format!("{}:events", config.schema),
-            journal_owner: tokio::sync::Mutex::new(false),
+            payload_cancels: format!("{}:cancels", config.schema),
+            node: std::sync::RwLock::new(None),
+            name_held: tokio::sync::Mutex::new(None),
             stop: stop.clone(),
             _stop: stop.drop_guard(),
         })
     }
 
-    /// Makes this handle the only `serve` of the schema's journal while it lives (see
-    /// `owner.rs`).
-    pub async fn own_journal(&self) -> Result<()> {
-        let mut owning = self.journal_owner.lock().await;
-        if !*owning {
-            owner::start(self.pool.config().clone(), self.stop.clone()).await?;
-            *owning = true;
-        }
-        Ok(())
+    /// The node this handle joined as, if any.
+    fn node(&self) -> Option<NodeId> {
+        self.node.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn node_id(&self) -> Option<i64> {
+        self.node().map(|n| n.id)
+    }
+
+    /// The joined node's id, or an error for a cluster call made before [`Cluster::join`].
+    fn joined(&self) -> Result<i64> {
+        self.node_id().ok_or_else(|| StoreError::Fenced("this daemon has not joined the cluster".into()))
     }
 
     /// The transaction's "now": the manual clock's in tests, else the database's.
@@ -173,6 +188,7 @@ impl PgStore {
             Wakes::Nothing => return Ok(()),
             Wakes::Tasks => &self.payload_tasks,
             Wakes::Events => &self.payload_events,
+            Wakes::Cancels => &self.payload_cancels,
         };
         let notify = c.prepare("SELECT pg_notify($1, $2)").await?;
         c.client.execute(&notify, &[&CHANNEL, payload]).await?;
@@ -184,6 +200,7 @@ impl PgStore {
             Wakes::Nothing => {}
             Wakes::Tasks => self.feeds.tasks.notify(),
             Wakes::Events => self.feeds.events.notify(),
+            Wakes::Cancels => self.feeds.cancels.notify(),
         }
     }
 }
@@ -288,12 +305,14 @@ impl Journal for PgStore {
     }
 
     async fn started(&self, task_id: &str) -> Result<EventRecord> {
-        in_tx!(self, Wakes::Events, |c, now| journal::started(c, task_id, now).await?)
+        let node = self.node_id();
+        in_tx!(self, Wakes::Events, |c, now| journal::started(c, task_id, now, node).await?)
     }
 
     async fn finish(&self, result: &WorkerResult) -> Result<Option<EventRecord>> {
+        let node = self.node_id();
         let event = in_tx!(self, Wakes::Nothing, |c, now| {
-            let event = journal::finish(c, result, now).await?;
+            let event = journal::finish(c, result, now, node).await?;
             if event.is_some() {
                 self.announce(c, Wakes::Events).await?;
             }
@@ -331,5 +350,111 @@ impl Journal for PgStore {
 
     fn event_changes(&self) -> Changes {
         self.feeds.events.subscribe()
+    }
+}
+
+#[async_trait]
+impl Cluster for PgStore {
+    async fn join(&self, name: &str) -> Result<NodeId> {
+        {
+            let mut held = self.name_held.lock().await;
+            match held.as_deref() {
+                Some(h) if h == name => {}
+                Some(h) => return Err(StoreError::Busy(format!("this handle already joined as `{h}`"))),
+                None => {
+                    owner::start(self.pool.config().clone(), name.to_owned(), self.stop.clone()).await?;
+                    *held = Some(name.to_owned());
+                }
+            }
+        }
+        let (node, buried) = in_tx!(self, Wakes::Nothing, |c, _now| cluster::join(c, name).await?)?;
+        if !buried.is_empty() {
+            tracing::info!(node = name, earlier = buried.len(), "an earlier run of this node is gone: declared dead");
+        }
+        *self.node.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(node.clone());
+        Ok(node)
+    }
+
+    async fn heartbeat(&self) -> Result<()> {
+        let node = self.joined()?;
+        in_tx!(self, Wakes::Nothing, |c, _now| cluster::heartbeat(c, node).await?)
+    }
+
+    async fn reap(&self, timeout: Duration, verdict: &VerdictFn) -> Result<Reaped> {
+        let (me, timeout_ms) = (self.node_id(), millis(timeout));
+        let reaped = in_tx!(self, Wakes::Nothing, |c, now| {
+            let reaped = cluster::reap(c, me, timeout_ms, now, verdict).await?;
+            if reaped.released > 0 || !reaped.events.is_empty() {
+                self.announce(c, Wakes::Events).await?;
+            }
+            reaped
+        })?;
+        if reaped.released > 0 || !reaped.events.is_empty() {
+            self.wake(Wakes::Events);
+        }
+        Ok(reaped)
+    }
+
+    async fn claim(&self, n: usize) -> Result<Vec<(String, Value)>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let node = self.joined()?;
+        in_tx!(self, Wakes::Nothing, |c, _now| cluster::claim(c, node, n).await?)
+    }
+
+    async fn hand_back(&self) -> Result<u64> {
+        let node = self.joined()?;
+        let released = in_tx!(self, Wakes::Nothing, |c, _now| {
+            let released = cluster::hand_back(c, node).await?;
+            if released > 0 {
+                self.announce(c, Wakes::Events).await?;
+            }
+            released
+        })?;
+        if released > 0 {
+            self.wake(Wakes::Events);
+        }
+        Ok(released)
+    }
+
+    async fn leave(&self) -> Result<()> {
+        let node = self.joined()?;
+        in_tx!(self, Wakes::Nothing, |c, _now| cluster::leave(c, node).await?)
+    }
+
+    async fn cancel(&self, task_id: &str, unclaimed: &WorkerResult) -> Result<ClusterCancel> {
+        let outcome = in_tx!(self, Wakes::Nothing, |c, now| {
+            let outcome = cluster::cancel(c, task_id, unclaimed, now).await?;
+            match outcome {
+                ClusterCancel::Answered(_) => self.announce(c, Wakes::Events).await?,
+                ClusterCancel::Asked(_) => self.announce(c, Wakes::Cancels).await?,
+                ClusterCancel::Unknown | ClusterCancel::Finished => {}
+            }
+            outcome
+        })?;
+        match outcome {
+            ClusterCancel::Answered(_) => self.wake(Wakes::Events),
+            ClusterCancel::Asked(_) => self.wake(Wakes::Cancels),
+            ClusterCancel::Unknown | ClusterCancel::Finished => {}
+        }
+        Ok(outcome)
+    }
+
+    async fn cancels(&self) -> Result<Vec<String>> {
+        let node = self.joined()?;
+        in_tx!(self, Wakes::Nothing, |c, _now| cluster::cancels(c, node).await?)
+    }
+
+    fn cancel_changes(&self) -> Changes {
+        self.feeds.cancels.subscribe()
+    }
+
+    async fn last_event_id(&self) -> Result<i64> {
+        read!(self, |c| cluster::last_event_id(c).await)
+    }
+
+    async fn status(&self) -> Result<ClusterStatus> {
+        read!(self, |c| cluster::status(c).await)
     }
 }

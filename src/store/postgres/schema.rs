@@ -55,6 +55,20 @@ pub const MIGRATIONS: &[&str] = &[
         last BIGINT NOT NULL
     );
     INSERT INTO event_counter (one, last) VALUES (TRUE, 0);",
+    // Several daemons on one journal: the nodes, which node holds an action, and the cancels
+    // one node asks of another.
+    "CREATE TABLE nodes (
+        id           BIGSERIAL PRIMARY KEY,
+        name         TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('alive', 'dead', 'left')),
+        joined_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        ended_at     TIMESTAMPTZ
+    );
+    CREATE INDEX nodes_alive ON nodes (heartbeat_at) WHERE state = 'alive';
+    ALTER TABLE actions ADD COLUMN node BIGINT, ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX actions_unclaimed ON actions (seq) WHERE state = 'accepted' AND node IS NULL;
+    CREATE INDEX actions_held ON actions (node) WHERE state <> 'done';",
 ];
 
 /// The first key of our advisory locks (the second is the schema's hash).

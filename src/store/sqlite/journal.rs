@@ -88,7 +88,7 @@ fn record(row: RecordRow) -> Result<ActionRecord> {
     let state = ActionState::parse_stored(&task_id, &state)?;
     let action = shown_action(&action);
     let result = result.and_then(|r| serde_json::from_str(&r).ok());
-    Ok(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms })
+    Ok(ActionRecord { task_id, state, action, result, accepted_ms, started_ms, finished_ms, node: None })
 }
 
 pub fn purge_actions(conn: &Connection, before: Millis) -> Result<((u64, u64), Effects)> {
