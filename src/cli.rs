@@ -31,7 +31,7 @@ pub enum Command {
     Check(cmd::check::CheckArgs),
     /// The service: the worker API (/v1/actions, /v1/tasks, /v1/events), the polling queue at
     /// /mcp (Streamable HTTP), /healthz, /readyz and /metrics, over a crash-safe journal.
-    Serve(cmd::serve::ServeArgs),
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Add tasks to the polling queue; prints their ids.
     Enqueue(cmd::tasks::EnqueueArgs),
     /// List the polling queue's tasks, or show one with its response.
@@ -53,7 +53,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => cmd::schema(),
         Command::Mcp(args) => cmd::mcp::exec(&global, args).await,
         Command::Check(args) => cmd::check::exec(&global, args).await,
-        Command::Serve(args) => cmd::serve::exec(&global, args).await,
+        Command::Serve(args) => cmd::serve::exec(&global, *args).await,
         Command::Enqueue(args) => cmd::tasks::enqueue(&global, args).await,
         Command::Tasks(args) => cmd::tasks::tasks(&global, args).await,
     }

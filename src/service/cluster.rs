@@ -83,7 +83,7 @@ fn interrupted(task_id: &str, stored: &Value) -> Verdict {
         "the daemon running this worker stopped answering (crash, kill or lost connection); it was not run again",
         true,
     );
-    Verdict::Answer(WorkerResult::failure(task_id, stored_origin(stored), error))
+    Verdict::Answer(Box::new(WorkerResult::failure(task_id, stored_origin(stored), error)))
 }
 
 impl Service {
@@ -278,7 +278,9 @@ impl Service {
         match member.cluster.hand_back().await {
             Ok(0) => {}
             Ok(n) => info!(actions = n, "handed unstarted actions back to the cluster"),
-            Err(err) => warn!(error = %err, "cannot hand unstarted actions back; others take them after the node timeout"),
+            Err(err) => {
+                warn!(error = %err, "cannot hand unstarted actions back; others take them after the node timeout")
+            }
         }
     }
 

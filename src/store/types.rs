@@ -281,7 +281,7 @@ pub struct NodeId {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Its one result (`interrupted`).
-    Answer(WorkerResult),
+    Answer(Box<WorkerResult>),
     /// Run it again (its retries allow it): the new stored action, back to the cluster.
     Rerun(Value),
 }

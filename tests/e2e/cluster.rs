@@ -17,7 +17,10 @@ const LONG: Duration = Duration::from_secs(60);
 /// A daemon named `name` on `schema`.
 async fn daemon(project: &Project, model: &FakeModel, schema: &Schema, name: &str, extra: &[&str]) -> Server {
     let url = schema.url();
-    let mut args = vec!["--store", url.as_str(), "--node-name", name, "--node-timeout", "2s", "-v"];
+    let mut args = vec!["--store", url.as_str(), "--node-name", name, "-v"];
+    if !extra.contains(&"--node-timeout") {
+        args.extend(["--node-timeout", "2s"]);
+    }
     args.extend_from_slice(extra);
     Server::start(project, model, &args, &[]).await
 }
@@ -122,16 +125,11 @@ async fn kill_9_of_a_daemon_the_survivor_answers_its_workers_interrupted_and_run
             assert!(outcome.insert(data["taskId"].as_str().unwrap().to_owned(), kind(&data).to_owned()).is_none());
         }
     }
-    let expected: BTreeMap<String, String> = [
-        ("h0", "interrupted"),
-        ("h1", "interrupted"),
-        ("l0", "success"),
-        ("l1", "success"),
-        ("l2", "success"),
-    ]
-    .into_iter()
-    .map(|(id, kind)| (id.to_owned(), kind.to_owned()))
-    .collect();
+    let expected: BTreeMap<String, String> =
+        [("h0", "interrupted"), ("h1", "interrupted"), ("l0", "success"), ("l1", "success"), ("l2", "success")]
+            .into_iter()
+            .map(|(id, kind)| (id.to_owned(), kind.to_owned()))
+            .collect();
     assert_eq!(outcome, expected);
     assert!(killed.elapsed() < Duration::from_secs(30), "answered within the node timeout: {:?}", killed.elapsed());
     assert_eq!(model.requests_for("held-").len(), 2, "the interrupted ones did not run again");
@@ -154,7 +152,8 @@ async fn a_daemon_declared_dead_cannot_overwrite_the_answer_and_joins_again() {
     let (pa, pb) = (fs_project(), fs_project());
     let a = daemon(&pa, &model, &schema, "a", &[]).await;
     let b = daemon(&pb, &model, &schema, "b", &[]).await;
-    let (status, _) = post(&a, "/v1/actions", &json!({"actions": [action("x", "late-1", &["filesystem"], 300_000)]})).await;
+    let (status, _) =
+        post(&a, "/v1/actions", &json!({"actions": [action("x", "late-1", &["filesystem"], 300_000)]})).await;
     assert_eq!(status, 202);
     model.wait_for_requests(1).await;
     let running = until_task(&b, "x", "running", |t| t["state"] == "running").await;
@@ -233,13 +232,28 @@ async fn a_graceful_stop_hands_the_actions_it_holds_to_another_daemon_at_once() 
     let schema = Schema::new();
     let model = FakeModel::start().await;
     model.script("moved-", vec![text("ran on the other")]);
+    model.script("busy-", vec![hang()]);
     let (pa, pb) = (fs_project(), fs_project());
-    // A claims the action but cannot start it (its budget has no room: policy `wait`). A long
-    // node timeout: what moves, moves because of the hand-back, not because of a timeout.
-    let a_flags = ["--max-workers", "1", "--node-timeout", "120s", "--budget", "0.0001usd/hour"];
+    // A runs `busy` and claims `m` but cannot start it: its budget has room for one reservation
+    // (policy `wait`). A long node timeout: what moves, moves because of the hand-back.
+    let a_flags = [
+        "--max-workers",
+        "2",
+        "--node-timeout",
+        "120s",
+        "--budget",
+        "1usd/hour",
+        "--budget-estimate-usd",
+        "0.6",
+        "--shutdown-grace",
+        "1s",
+    ];
     let a = daemon(&pa, &model, &schema, "a", &a_flags).await;
-    let (status, _) = post(&a, "/v1/actions", &json!({"actions": [action("m", "moved-1", &["filesystem"], 300_000)]})).await;
+    let actions =
+        vec![action("busy", "busy-1", &["filesystem"], 300_000), action("m", "moved-1", &["filesystem"], 300_000)];
+    let (status, _) = post(&a, "/v1/actions", &json!({ "actions": actions })).await;
     assert_eq!(status, 202);
+    until_task(&a, "busy", "running", |t| t["state"] == "running").await;
     let held = until_task(&a, "m", "held by a", |t| t["node"] == "a").await;
     assert_eq!(held["state"], "accepted", "{held}");
     let b = daemon(&pb, &model, &schema, "b", &["--node-timeout", "120s"]).await;
@@ -252,6 +266,8 @@ async fn a_graceful_stop_hands_the_actions_it_holds_to_another_daemon_at_once() 
     assert!(status.success(), "{log}");
     assert!(log.contains("handed unstarted actions back"), "{log}");
     assert_eq!(model.requests_for("moved-").len(), 1);
+    let (_, busy) = get(&b, "/v1/tasks/busy").await;
+    assert_eq!(kind(&busy["result"]), "shutdown", "stopped after A's grace: {busy}");
     b.signal("TERM");
     assert!(b.wait().await.0.success());
 }

@@ -24,10 +24,8 @@ pub async fn join(c: &Conn, name: &str) -> Result<(NodeId, Vec<NodeId>)> {
         .prepare("UPDATE nodes SET state = 'dead', ended_at = now() WHERE name = $1 AND state = 'alive' RETURNING id")
         .await?;
     let buried = c.client.query(&bury, &[&name]).await?;
-    let buried = buried
-        .iter()
-        .map(|r| Ok(NodeId { id: r.try_get(0)?, name: name.to_owned() }))
-        .collect::<Result<Vec<_>>>()?;
+    let buried =
+        buried.iter().map(|r| Ok(NodeId { id: r.try_get(0)?, name: name.to_owned() })).collect::<Result<Vec<_>>>()?;
     let insert = c.prepare("INSERT INTO nodes (name, state) VALUES ($1, 'alive') RETURNING id").await?;
     let id: i64 = c.client.query_one(&insert, &[&name]).await?.try_get(0)?;
     Ok((NodeId { id, name: name.to_owned() }, buried))
@@ -36,20 +34,16 @@ pub async fn join(c: &Conn, name: &str) -> Result<(NodeId, Vec<NodeId>)> {
 pub async fn heartbeat(c: &Conn, node: i64) -> Result<()> {
     let update = c.prepare("UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND state = 'alive'").await?;
     if c.client.execute(&update, &[&node]).await? == 0 {
-        return Err(StoreError::Fenced("this daemon was declared dead by another (silent past the node timeout)".into()));
+        return Err(StoreError::Fenced(
+            "this daemon was declared dead by another (silent past the node timeout)".into(),
+        ));
     }
     Ok(())
 }
 
 /// Declares the silent nodes dead, then settles what dead and departed nodes held (and what a
 /// daemon of the single-node era left running: `node` NULL).
-pub async fn reap(
-    c: &Conn,
-    me: Option<i64>,
-    timeout_ms: i64,
-    now: Millis,
-    verdict: &VerdictFn,
-) -> Result<Reaped> {
+pub async fn reap(c: &Conn, me: Option<i64>, timeout_ms: i64, now: Millis, verdict: &VerdictFn) -> Result<Reaped> {
     let declare = c
         .prepare(
             "UPDATE nodes SET state = 'dead', ended_at = now()
@@ -77,7 +71,8 @@ pub async fn reap(
              WHERE task_id = $1",
         )
         .await?;
-    let answer = c.prepare("UPDATE actions SET state = 'done', result = $2, finished_ms = $3 WHERE task_id = $1").await?;
+    let answer =
+        c.prepare("UPDATE actions SET state = 'done', result = $2, finished_ms = $3 WHERE task_id = $1").await?;
     for row in c.client.query(&orphans, &[]).await? {
         let (task_id, state, action, name): (String, String, String, String) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);

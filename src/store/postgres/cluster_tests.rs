@@ -35,11 +35,11 @@ fn ok(task_id: &str) -> WorkerResult {
 }
 
 fn interrupted(task_id: &str, _: &Value) -> Verdict {
-    Verdict::Answer(WorkerResult::failure(
+    Verdict::Answer(Box::new(WorkerResult::failure(
         task_id,
         Origin::default(),
         WorkerError::new(ErrorKind::Interrupted, "its node died", true),
-    ))
+    )))
 }
 
 fn ids(claimed: &[(String, Value)]) -> Vec<&str> {

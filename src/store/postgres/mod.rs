@@ -14,6 +14,8 @@
 //!   transaction mode cannot LISTEN).
 
 mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 pub mod config;
 mod journal;
 mod listen;
@@ -21,8 +23,6 @@ mod owner;
 mod pool;
 mod queue;
 mod schema;
-#[cfg(test)]
-mod cluster_tests;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +39,8 @@ use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
     ActionRecord, Changes, Clock, Cluster, ClusterCancel, ClusterStatus, Counts, EventRecord, Journal, Millis, NodeId,
-    QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished, VerdictFn,
+    QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
+    VerdictFn,
 };
 use crate::protocol::WorkerResult;
 
