@@ -66,7 +66,8 @@ macro_rules! store_contract {
             a_failed_accept_records_nothing_and_spares_concurrent_writes,
             concurrent_events_get_increasing_gap_free_ids,
             event_changes_wake_on_own_and_other_handles_events,
-            retention_removes_old_done_actions_and_old_events
+            retention_removes_old_done_actions_and_old_events,
+            requeue_puts_only_a_running_action_back_with_what_it_now_stores
         );
     };
     (@cases $make:expr; $module:ident: $($case:ident),* $(,)?) => {

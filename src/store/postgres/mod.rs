@@ -332,4 +332,8 @@ impl Journal for PgStore {
     fn event_changes(&self) -> Changes {
         self.feeds.events.subscribe()
     }
+
+    async fn requeue(&self, task_id: &str, stored: &Value) -> Result<bool> {
+        in_tx!(self, Wakes::Nothing, |c, _now| journal::requeue(c, task_id, stored).await?)
+    }
 }
