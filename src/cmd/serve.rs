@@ -64,7 +64,7 @@ pub struct ServeSettings {
 }
 
 impl ServeArgs {
-    pub fn settings(&self, global: &GlobalArgs) -> anyhow::Result<ServeSettings> {
+    pub async fn settings(&self, global: &GlobalArgs) -> anyhow::Result<ServeSettings> {
         let api_token = self.api_token.clone().filter(|t| !t.trim().is_empty());
         if api_token.is_none() && !self.listen.ip().is_loopback() {
             anyhow::bail!(
@@ -81,14 +81,14 @@ impl ServeArgs {
             store: super::store_location(global)?,
             queue: self.queue.settings(),
             workers: self.tools.settings(self.queue.progress_interval)?,
-            daemon: Arc::new(self.worker.settings(global, NeedClaude::Yes)?),
+            daemon: Arc::new(self.worker.settings(global, NeedClaude::Yes).await?),
         })
     }
 }
 
 pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let retention = args.worker.transcript_retention;
-    let settings = args.settings(global)?;
+    let settings = args.settings(global).await?;
     crate::worker::transcript::sweep(&settings.daemon.worker.cli.data_dir, retention);
     crate::protocol::schema::warm_up();
     // `shutdown` fires on SIGINT/SIGTERM: no new actions, no new starts, polls end. The HTTP

@@ -81,12 +81,13 @@ macro_rules! store_contract {
 }
 pub(crate) use store_contract;
 
-/// The [`super::Ledger`] cases, for a backend whose store implements it (a separate macro, so a
-/// backend without a ledger yet still runs [`store_contract!`]).
+/// The [`super::Ledger`] cases, for a backend whose store implements it (SQLite and PostgreSQL
+/// do; a separate macro, so a backend without a ledger still runs [`store_contract!`]).
 macro_rules! ledger_contract {
     ($make:expr) => {
         $crate::store::contract::store_contract!(@cases $make; ledger:
-            charges_are_kept_per_window_and_survive_reopening
+            charges_are_kept_per_window_and_survive_reopening,
+            handles_charging_at_once_share_one_ledger
         );
     };
 }

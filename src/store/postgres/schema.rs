@@ -55,6 +55,14 @@ pub const MIGRATIONS: &[&str] = &[
         last BIGINT NOT NULL
     );
     INSERT INTO event_counter (one, last) VALUES (TRUE, 0);",
+    // 2: the daemon-wide budget's charges (see ledger.rs), shared by every daemon on the schema.
+    "CREATE TABLE charges (
+        id      BIGSERIAL PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        usd     DOUBLE PRECISION NOT NULL,
+        at_ms   BIGINT NOT NULL
+    );
+    CREATE INDEX charges_by_time ON charges (at_ms);",
 ];
 
 /// The first key of our advisory locks (the second is the schema's hash).
