@@ -14,7 +14,7 @@ pub struct GlobalArgs {
     /// Where durable state lives (the SQLite store). Default: `<root>/.mcp-workers`.
     #[arg(long, global = true, env = "MCP_WORKERS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Where the queue and the journal live: `sqlite:PATH` (a file; default
+    /// Where the queue, the journal and the budget's charges live: `sqlite:PATH` (a file; default
     /// `<data-dir>/store.sqlite3`) or `postgres://USER:PASSWORD@HOST:PORT/DB` (several daemons
     /// share one database; `?sslmode=require` for TLS, `?schema=NAME`, `?pool_size=N`,
     /// `?listen=false` for poll-only behind PgBouncer). The password is never logged.

@@ -90,7 +90,19 @@ pub struct Admitted {
     cancel: CancellationToken,
     /// Which reservation of the id this is (a later action may reuse the id once this one is done).
     generation: u64,
+    /// The kinds of attempts that failed before this run (an action run again after its daemon
+    /// died: `service::interrupted`); they count as used retries. Not on the wire.
+    failed_before: Vec<ErrorKind>,
     shared: Arc<Shared>,
+}
+
+impl Admitted {
+    /// The same action, its earlier failed attempts counted: the first attempt of this run is
+    /// number `failed.len() + 1`, and each earlier failure has used one of its `retries`.
+    pub fn after_failures(mut self, failed: Vec<ErrorKind>) -> Self {
+        self.failed_before = failed;
+        self
+    }
 }
 
 impl std::fmt::Debug for Admitted {
@@ -327,7 +339,8 @@ impl Shared {
         if action.agent.tools.is_none() {
             action.agent.tools = default_tools.map(|rules| rules.for_servers(&action.servers));
         }
-        Ok(Admitted { job: Job { action, selection, profile }, cancel, generation, shared: self.clone() })
+        let job = Job { action, selection, profile };
+        Ok(Admitted { job, cancel, generation, failed_before: Vec::new(), shared: self.clone() })
     }
 
     /// Runs queued jobs in order, at most `max_workers` at once.
@@ -420,7 +433,9 @@ impl Shared {
     /// Runs the job, and again while it fails retryably and has retries left (`retries`): the
     /// slot is given back during each backoff and taken again (behind the actions queued
     /// meanwhile). The result is the last attempt's, with `attempts`, the failed attempts' kinds,
-    /// and the cost of all attempts.
+    /// and the cost of all attempts (of this run: the attempts failed before it
+    /// ([`Admitted::after_failures`]) count among `attempts` and used retries, their cost is not
+    /// known).
     ///
     /// A run that failed only because of the rate limit (429, not a 529 overload: that is a
     /// retry like others) while the breaker holds the account's limit goes back to
@@ -436,9 +451,10 @@ impl Shared {
     ) -> WorkerResult {
         let retries = admitted.job.action.governance.retries;
         let deadline = accepted + admitted.job.action.timeout;
-        let mut failed = Vec::new();
+        let mut failed = admitted.failed_before.clone();
         let mut cost: Option<f64> = None;
-        let (mut attempt, mut retried) = (1, 0);
+        let before = u32::try_from(failed.len()).unwrap_or(u32::MAX);
+        let (mut attempt, mut retried) = (before.saturating_add(1), before);
         loop {
             let mut result = self.attempt(admitted, stopper).await;
             if let Some(spent) = result.cost_usd {

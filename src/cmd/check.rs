@@ -24,7 +24,7 @@ pub struct CheckArgs {
 }
 
 pub async fn exec(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = args.worker.settings(global, NeedClaude::No)?;
+    let settings = args.worker.settings(global, NeedClaude::No).await?;
     let reports = crate::check::run(&settings, &args.servers, args.timeout).await?;
     // How a daemon started like this process would contain its workers' processes.
     let containment = crate::worker::process::cgroup::detect().to_string();

@@ -70,7 +70,7 @@ pub async fn exec(global: &GlobalArgs, args: McpArgs) -> anyhow::Result<ExitCode
         McpServer::NoRoots(a) => crate::mcp::no_roots::run(a.command).await,
         McpServer::Workers(a) => {
             let settings = a.tools.settings(a.progress_interval)?;
-            let daemon = std::sync::Arc::new(a.worker.settings(global, NeedClaude::Yes)?);
+            let daemon = std::sync::Arc::new(a.worker.settings(global, NeedClaude::Yes).await?);
             crate::mcp::workers::run_stdio(daemon, &settings).await
         }
     }

@@ -32,7 +32,7 @@ pub enum Input {
 }
 
 pub async fn exec(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = Arc::new(args.worker.settings(global, NeedClaude::Yes)?);
+    let settings = Arc::new(args.worker.settings(global, NeedClaude::Yes).await?);
     crate::worker::transcript::sweep(&settings.worker.cli.data_dir, args.worker.transcript_retention);
     crate::protocol::schema::warm_up();
     let shutdown = CancellationToken::new();

@@ -75,7 +75,7 @@ pub struct ServeSettings {
 }
 
 impl ServeArgs {
-    pub fn settings(&self, global: &GlobalArgs) -> anyhow::Result<ServeSettings> {
+    pub async fn settings(&self, global: &GlobalArgs) -> anyhow::Result<ServeSettings> {
         let api_token = self.api_token.clone().filter(|t| !t.trim().is_empty());
         if api_token.is_none() && !self.listen.ip().is_loopback() {
             anyhow::bail!(
@@ -86,7 +86,7 @@ impl ServeArgs {
         if self.node_timeout < Duration::from_millis(300) {
             anyhow::bail!("--node-timeout must be at least 300ms (a third of it is the heartbeat)");
         }
-        let daemon = Arc::new(self.worker.settings(global, NeedClaude::Yes)?);
+        let daemon = Arc::new(self.worker.settings(global, NeedClaude::Yes).await?);
         let name = match self.node_name.as_deref().map(str::trim) {
             Some("") => anyhow::bail!("--node-name must not be empty"),
             Some(name) => name.to_owned(),
@@ -118,7 +118,7 @@ fn host_name() -> String {
 
 pub async fn exec(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let retention = args.worker.transcript_retention;
-    let settings = args.settings(global)?;
+    let settings = args.settings(global).await?;
     crate::worker::transcript::sweep(&settings.daemon.worker.cli.data_dir, retention);
     crate::protocol::schema::warm_up();
     // `shutdown` fires on SIGINT/SIGTERM: no new actions, no new starts, polls end. The HTTP

@@ -144,8 +144,9 @@ pub enum NeedClaude {
 }
 
 impl WorkerArgs {
-    /// Checks the flags against the file system and loads the registry.
-    pub fn settings(&self, global: &GlobalArgs, need: NeedClaude) -> anyhow::Result<DaemonSettings> {
+    /// Checks the flags against the file system, loads the registry, and with `--budget` opens
+    /// its ledger.
+    pub async fn settings(&self, global: &GlobalArgs, need: NeedClaude) -> anyhow::Result<DaemonSettings> {
         if self.max_workers == 0 {
             bail!("--max-workers must be at least 1");
         }
@@ -192,13 +193,18 @@ impl WorkerArgs {
         let budget = if self.budgets.is_empty() {
             None
         } else {
-            // The costs are recorded in the data directory's store (`serve` shares the file).
-            let store = crate::store::SqliteStore::open(&data_dir).context("cannot open the store for --budget")?;
+            // The costs are recorded in the store (`--store`, else the data directory's file):
+            // on PostgreSQL every daemon on the schema charges to the same windows.
+            let location = super::store_location(global)?;
+            let ledger = location
+                .open_ledger()
+                .await
+                .with_context(|| format!("cannot open the store {location} for --budget"))?;
             Some(BudgetSettings {
                 windows: self.budgets.clone(),
                 policy: self.budget_policy,
                 estimate_usd: self.budget_estimate_usd,
-                ledger: Arc::new(store),
+                ledger,
             })
         };
         let scratch = Arc::new(Scratch::create().context("cannot create the scratch directory")?);

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{next_result, settings};
 use crate::pool::{Event, Pool, Runner, Stopping};
-use crate::protocol::parse::{Limits, parse_line};
+use crate::protocol::parse::{Item, Limits, parse_line};
 use crate::protocol::{ErrorKind, Output, WorkerError, WorkerResult};
 use crate::worker::{Job, Stopper};
 
@@ -43,13 +43,26 @@ impl Runner for Flaky {
 
 /// Runs one action through a pool of `slots` with `runner`; its one result and how long it took.
 async fn run_action(runner: Box<dyn Runner>, slots: usize, action: serde_json::Value) -> (WorkerResult, Duration) {
+    run_action_after(runner, slots, action, Vec::new()).await
+}
+
+/// Like [`run_action`], for an action whose earlier attempts (before a restart) failed with `before`.
+async fn run_action_after(
+    runner: Box<dyn Runner>,
+    slots: usize,
+    action: serde_json::Value,
+    before: Vec<ErrorKind>,
+) -> (WorkerResult, Duration) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let stopping = Stopping::immediate(&CancellationToken::new(), &CancellationToken::new());
     let (pool, finished) = Pool::start_with(settings(slots), runner, tx, stopping);
     let limits = Limits { max_timeout: Duration::from_secs(60), governance: Default::default() };
     let started = Instant::now();
     for item in parse_line(&json!({ "actions": [action] }).to_string(), None, limits).unwrap() {
-        pool.submit(item).await;
+        match item {
+            Item::Spawn(action) => pool.enqueue(pool.admit(action).unwrap().after_failures(before.clone())).await,
+            other => pool.submit(other).await,
+        }
     }
     let result = next_result(&mut rx).await;
     let took = started.elapsed();
@@ -162,4 +175,34 @@ async fn past_its_deadline_the_rate_limited_result_stands_with_retry_after() {
     assert_eq!((error.kind, error.retryable), (ErrorKind::RateLimited, true));
     let after = error.detail.retry_after_ms.expect("retryAfterMs");
     assert!((4_000..=5_000).contains(&after), "{after}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_failed_before_a_restart_count_as_used_retries() {
+    let action = |retries: u32| json!({"type": "spawn_worker", "taskId": "i", "task": "t", "servers": ["fs"], "retries": retries});
+    // One retry, used by the interruption: a retryable failure now stands.
+    let (runner, runs) = flaky(1, ErrorKind::IdleTimeout, true);
+    let (result, _) = run_action_after(Box::new(runner), 1, action(1), vec![ErrorKind::Interrupted]).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "no retry left");
+    assert_eq!(result.error.map(|e| e.kind), Some(ErrorKind::IdleTimeout));
+    assert_eq!(
+        (result.governance.attempts, result.governance.failed_attempts),
+        (Some(2), vec![ErrorKind::Interrupted])
+    );
+    // Two retries: one is left for the failure of this run.
+    let (runner, runs) = flaky(1, ErrorKind::RateLimited, true);
+    let (result, _) = run_action_after(Box::new(runner), 1, action(2), vec![ErrorKind::Interrupted]).await;
+    assert!(result.success, "{result:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(result.governance.attempts, Some(3));
+    assert_eq!(result.governance.failed_attempts, [ErrorKind::Interrupted, ErrorKind::RateLimited]);
+    assert!((result.cost_usd.unwrap() - 0.02).abs() < 1e-9, "the cost of this run's attempts: {:?}", result.cost_usd);
+    // A success at once still says it was the second attempt.
+    let (runner, runs) = flaky(0, ErrorKind::RateLimited, true);
+    let (result, _) = run_action_after(Box::new(runner), 1, action(1), vec![ErrorKind::Interrupted]).await;
+    assert!(result.success && runs.load(Ordering::SeqCst) == 1, "{result:?}");
+    assert_eq!(
+        (result.governance.attempts, result.governance.failed_attempts),
+        (Some(2), vec![ErrorKind::Interrupted])
+    );
 }

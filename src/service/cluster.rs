@@ -13,7 +13,7 @@
 //!   been healthy for a whole timeout (so a database outage that silenced everybody does not
 //!   make the first node back declare the others dead), it reaps: silent nodes are declared
 //!   dead, their unstarted actions go back to the cluster, their running ones are answered
-//!   `interrupted`. A heartbeat refused as fenced means this node was declared dead: it stops
+//!   `interrupted` (or run again, when their `retries` allow: `interrupted.rs` decides). A heartbeat refused as fenced means this node was declared dead: it stops
 //!   its workers (their results would be refused anyway) and joins again as a new node.
 //!
 //! A graceful stop hands this node's claimed, unstarted actions back at once, lets its running
@@ -23,14 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Published, Service, stored_origin};
-use crate::protocol::{ErrorKind, WorkerError, WorkerResult};
-use crate::store::{Cluster, StoreError, Verdict};
+use super::{Published, Service};
+use crate::store::{Cluster, StoreError};
 
 /// How a daemon takes part in a cluster (`serve --node-name`, `--node-timeout`).
 #[derive(Debug, Clone)]
@@ -76,16 +74,6 @@ impl Membership {
     }
 }
 
-/// The one result of an action whose node died while it ran.
-fn interrupted(task_id: &str, stored: &Value) -> Verdict {
-    let error = WorkerError::new(
-        ErrorKind::Interrupted,
-        "the daemon running this worker stopped answering (crash, kill or lost connection); it was not run again",
-        true,
-    );
-    Verdict::Answer(Box::new(WorkerResult::failure(task_id, stored_origin(stored), error)))
-}
-
 impl Service {
     /// Joins the cluster, settles what an earlier run of this node left (at once: its name's
     /// lock says it is gone), and starts the loops.
@@ -109,7 +97,7 @@ impl Service {
     async fn reap(&self, timeout: Duration) {
         let Some(member) = &self.cluster else { return };
         let timeout = if timeout == Duration::MAX { Duration::from_secs(10 * 365 * 24 * 3600) } else { timeout };
-        match member.cluster.reap(timeout, &interrupted).await {
+        match member.cluster.reap(timeout, &super::interrupted::after_interruption).await {
             Ok(reaped) => {
                 for node in &reaped.declared {
                     warn!(node = %node.name, id = node.id, "declared a silent node dead");

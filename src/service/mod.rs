@@ -1,8 +1,8 @@
 //! The worker pool as a service: the pool with a journal behind it. Every accepted action
 //! is recorded before it is acknowledged; its start and its result are recorded as they happen,
 //! and published to `GET /v1/events` subscribers and waiting requests. After a crash,
-//! [`Service::start`] answers what was running with `interrupted` and, in the background, runs
-//! what had not started.
+//! [`Service::start`] answers what was running with `interrupted` (or runs it again when its
+//! `retries` allow: `interrupted.rs`) and, in the background, runs what had not started.
 //!
 //! No HTTP here: the routes are in `http/`. `accept.rs` takes a request's actions as one unit,
 //! `recorder.rs` writes the pool's events (retrying failed writes), `metrics.rs` keeps the
@@ -12,6 +12,7 @@
 mod accept;
 pub mod cluster;
 pub mod front;
+pub mod interrupted;
 pub mod metrics;
 pub mod notify;
 mod recorder;
@@ -192,31 +193,38 @@ impl Service {
         }
     }
 
-    /// Answers what was running with `interrupted` (at once: it is only writes), then feeds what
-    /// had not started to the pool in a tracked task that stops when the daemon drains (what it
-    /// did not feed stays in the journal for the next start).
+    /// Answers what was running with `interrupted` (at once: it is only writes), or, when its
+    /// `retries` allow another attempt, puts it back to `accepted` (`interrupted.rs`); then feeds
+    /// those and what had not started to the pool in a tracked task that stops when the daemon
+    /// drains (what it did not feed stays in the journal for the next start).
     async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         let recovery = self.journal.recover().await?;
         if !recovery.interrupted.is_empty() {
             let ids: Vec<String> = recovery.interrupted.iter().map(|(id, _)| id.clone()).collect();
             let killed = crate::worker::process::kill_leftovers(&ids, &self.settings.worker.cli.data_dir);
-            warn!(actions = ids.len(), leftover_processes = killed, "answering actions interrupted by a crash");
+            warn!(actions = ids.len(), leftover_processes = killed, "actions interrupted by a crash");
         }
+        // Run again first: they started before anything still pending was.
+        let mut feed = Vec::new();
         for (task_id, stored) in recovery.interrupted {
-            let error = WorkerError::new(
-                ErrorKind::Interrupted,
-                "the daemon stopped (crash or kill) while this worker ran; it was not run again",
-                true,
-            );
-            self.finish(WorkerResult::failure(task_id, stored_origin(&stored), error)).await;
+            match interrupted::after_interruption(&task_id, &stored) {
+                interrupted::Interruption::Answer(result) => self.finish(*result).await,
+                interrupted::Interruption::Rerun(stored) => {
+                    if self.journal.requeue(&task_id, &stored).await? {
+                        info!(task_id = %task_id, "running an interrupted action again (retries)");
+                        feed.push((task_id, stored));
+                    }
+                }
+            }
         }
-        if recovery.pending.is_empty() {
+        feed.extend(recovery.pending);
+        if feed.is_empty() {
             return Ok(());
         }
-        info!(actions = recovery.pending.len(), "running actions accepted before the restart");
+        info!(actions = feed.len(), "running actions accepted before the restart");
         let this = self.clone();
         self.tasks.spawn(async move {
-            for (task_id, stored) in recovery.pending {
+            for (task_id, stored) in feed {
                 if this.draining.is_cancelled() {
                     break;
                 }
@@ -232,7 +240,8 @@ impl Service {
         let origin = stored_origin(stored);
         match parse_action(stored["action"].clone(), origin, self.settings.limits) {
             Item::Spawn(action) => match self.pool.admit(action) {
-                Ok(admitted) => self.pool.enqueue(admitted).await,
+                // Attempts that failed before (an interrupted run) count as used retries.
+                Ok(admitted) => self.pool.enqueue(admitted.after_failures(interrupted::failed_before(stored))).await,
                 Err(refused) => self.finish(*refused).await,
             },
             Item::Refused(refused) => self.finish(*refused).await,

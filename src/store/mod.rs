@@ -168,6 +168,10 @@ pub trait Journal: Send + Sync + 'static {
     async fn unfinished(&self) -> Result<Unfinished>;
     /// Wakes when events may have been appended, through this handle or any other.
     fn event_changes(&self) -> Changes;
+    /// Puts a running action back to `accepted`, to run again from `stored` (what `accept`
+    /// stored, with what the interrupted run adds: `service::interrupted`). False, changing
+    /// nothing, if the action is not running (finished, or requeued by somebody else).
+    async fn requeue(&self, task_id: &str, stored: &serde_json::Value) -> Result<bool>;
 }
 
 /// Several `serve` daemons on one journal (PostgreSQL; issue 9): each daemon is a node that

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::postgres::config::is_postgres_url;
-use super::{Clock, Journal, PgConfig, PgStore, QueueStore, Result, SqliteStore};
+use super::{Clock, Journal, Ledger, PgConfig, PgStore, QueueStore, Result, SqliteStore};
 
 /// A checked store location.
 #[derive(Debug, Clone)]
@@ -55,11 +55,7 @@ impl StoreLocation {
     pub async fn open_in(&self, mode: super::SqliteMode) -> Result<OpenStore> {
         match self {
             Self::Sqlite(file) => {
-                if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|source| super::StoreError::DataDir { path: dir.to_path_buf(), source })?;
-                }
-                let store = Arc::new(SqliteStore::open_file_with(file, Clock::System, mode)?);
+                let store = Arc::new(SqliteStore::open_file_with(parent_made(file)?, Clock::System, mode)?);
                 Ok(OpenStore { queue: store.clone(), journal: store, postgres: None })
             }
             Self::Postgres(config) => {
@@ -68,6 +64,29 @@ impl StoreLocation {
             }
         }
     }
+
+    /// The daemon-wide budget's ledger (`--budget`) at this location: the SQLite file, or the
+    /// PostgreSQL schema, where every daemon on the schema charges to the same windows. A handle
+    /// of its own (on PostgreSQL without a listener: nobody waits for charges).
+    pub async fn open_ledger(&self) -> Result<Arc<dyn Ledger>> {
+        match self {
+            Self::Sqlite(file) => Ok(Arc::new(SqliteStore::open_file(parent_made(file)?, Clock::System)?)),
+            Self::Postgres(config) => {
+                let mut config = PgConfig::clone(config);
+                config.listen = false;
+                Ok(Arc::new(PgStore::open(config, Clock::System).await?))
+            }
+        }
+    }
+}
+
+/// `file`, once its directory exists.
+fn parent_made(file: &Path) -> Result<&Path> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| super::StoreError::DataDir { path: dir.to_path_buf(), source })?;
+    }
+    Ok(file)
 }
 
 /// One open store, as both interfaces (one handle behind them: one pool, or one SQLite writer).

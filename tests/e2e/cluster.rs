@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::postgres::Schema;
 use crate::serve::{client, fs_project, get, post};
 use crate::support::daemon::{Project, Server, SseReader, action};
-use crate::support::fake_model::{FakeModel, Gate, gated, hang, slow, text};
+use crate::support::fake_model::{FakeModel, Gate, fail_then, gated, hang, slow, text};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -103,26 +103,37 @@ async fn kill_9_of_a_daemon_the_survivor_answers_its_workers_interrupted_and_run
     let model = FakeModel::start().await;
     model.script("held-", vec![hang()]);
     model.script("later-", vec![text("ran on the survivor")]);
+    // Its first run hangs (and dies with its daemon); a second run answers.
+    model.script("retry-", fail_then(1, hang(), vec![text("ran again on the survivor")]));
     let (pa, pb) = (fs_project(), fs_project());
-    let a = daemon(&pa, &model, &schema, "a", &["--max-workers", "2"]).await;
+    let a = daemon(&pa, &model, &schema, "a", &["--max-workers", "3"]).await;
+    let mut retried = action("r0", "retry-0", &["filesystem"], 300_000);
+    retried["retries"] = json!(1);
     let actions: Vec<Value> = (0..2)
         .map(|i| action(&format!("h{i}"), &format!("held-{i}"), &["filesystem"], 300_000))
+        .chain([retried])
         .chain((0..3).map(|i| action(&format!("l{i}"), &format!("later-{i}"), &["filesystem"], 300_000)))
         .collect();
     let (status, answer) = post(&a, "/v1/actions", &json!({ "actions": actions })).await;
-    assert_eq!((status, answer["accepted"].as_array().map(Vec::len)), (202, Some(5)), "{answer}");
-    model.wait_for_requests(2).await;
-    until_task(&a, "h1", "running", |t| t["state"] == "running").await;
+    assert_eq!((status, answer["accepted"].as_array().map(Vec::len)), (202, Some(6)), "{answer}");
+    model.wait_for_requests(3).await;
+    for id in ["h0", "h1", "r0"] {
+        until_task(&a, id, "running", |t| t["state"] == "running").await;
+    }
     a.signal("KILL");
     let _ = a.wait().await;
     let killed = Instant::now();
     let b = daemon(&pb, &model, &schema, "b", &["--max-workers", "2"]).await;
     let mut events = SseReader::open(&b.url("/v1/events?after=0"), None).await;
     let mut outcome = BTreeMap::new();
-    while outcome.len() < 5 {
+    let mut rerun = Value::Null;
+    while outcome.len() < 6 {
         let (_, event, data) = events.next().await;
         if event == "result" {
             assert!(outcome.insert(data["taskId"].as_str().unwrap().to_owned(), kind(&data).to_owned()).is_none());
+            if data["taskId"] == "r0" {
+                rerun = data;
+            }
         }
     }
     let expected: BTreeMap<String, String> =
@@ -134,6 +145,9 @@ async fn kill_9_of_a_daemon_the_survivor_answers_its_workers_interrupted_and_run
     assert!(killed.elapsed() < Duration::from_secs(30), "answered within the node timeout: {:?}", killed.elapsed());
     assert_eq!(model.requests_for("held-").len(), 2, "the interrupted ones did not run again");
     assert_eq!(model.requests_for("later-").len(), 3);
+    // Its retries allowed another attempt: run again on the survivor, the interruption counted.
+    assert_eq!((&rerun["attempts"], &rerun["failedAttempts"]), (&json!(2), &json!(["interrupted"])), "{rerun}");
+    assert_eq!(model.requests_for("retry-").len(), 2);
     let (_, task) = get(&b, "/v1/tasks/l0").await;
     assert_eq!(task["node"], "b", "{task}");
     b.signal("TERM");

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::daemon::{Daemon, Project, action};
 use crate::support::fake_model::{
-    FakeModel, Request, api_error_body, fail_then, rate_limited, slow, stall_mid_stream, status, text, tool_use,
+    FakeModel, Request, api_error_body, fail_then, hang, rate_limited, slow, stall_mid_stream, status, text, tool_use,
     with_usage,
 };
 
@@ -397,4 +397,89 @@ async fn with_subscription_auth_a_rejected_rate_limit_event_pauses_and_the_run_g
     assert!(status.success(), "{status:?}");
     let types: Vec<&str> = rest.iter().filter_map(|l| l["type"].as_str()).collect();
     assert!(!types.contains(&"dispatch_paused"), "an allowed event pauses nothing: {rest:?}");
+}
+
+/// Waits until `n` requests for tasks containing `key` have reached the model.
+async fn requests_reach(model: &FakeModel, key: &str, n: usize) {
+    loop {
+        // The count first: a request arriving after it ends the wait at once.
+        let count = model.request_count();
+        if model.requests_for(key).len() >= n {
+            return;
+        }
+        model.wait_for_requests(count + 1).await;
+    }
+}
+
+/// The result events of `serve`'s journal so far (from event 0), `n` of them, by task id.
+async fn journal_results(
+    server: &crate::support::daemon::Server,
+    n: usize,
+) -> std::collections::BTreeMap<String, Value> {
+    let mut events = crate::support::daemon::SseReader::open(&server.url("/v1/events?after=0"), None).await;
+    let (results, _) = events.results(n).await;
+    let by_id: std::collections::BTreeMap<String, Value> =
+        results.into_iter().map(|r| (r["taskId"].as_str().unwrap_or("").to_owned(), r)).collect();
+    assert_eq!(by_id.len(), n, "one result per action: {by_id:?}");
+    by_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_serve_runs_an_interrupted_action_again_only_while_its_retries_allow() {
+    use crate::support::daemon::Server;
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    // Held on its first run, answers on the next.
+    model.script("again-once", fail_then(1, hang(), vec![text("answered after the restart")]));
+    // Held on its first two runs: interrupted twice, with one retry.
+    model.script("again-twice", fail_then(2, hang(), vec![text("a third run was never asked for")]));
+    // Held, without retries.
+    model.script("not-again", vec![hang()]);
+    let args = ["--max-workers", "3"];
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let body = json!({"actions": [
+        with(action("once", "again-once", &["filesystem"], 300_000), json!({"retries": 1})),
+        with(action("twice", "again-twice", &["filesystem"], 300_000), json!({"retries": 1})),
+        action("never", "not-again", &["filesystem"], 300_000),
+    ]});
+    let (status, answer) = crate::serve::post(&server, "/v1/actions", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    // Each worker asks the model only after its start was journalled: all three are running.
+    for key in ["again-once", "again-twice", "not-again"] {
+        requests_reach(&model, key, 1).await;
+    }
+    server.signal("KILL");
+    let _ = server.wait().await;
+
+    // The restart: `never` is answered at once, `once` and `twice` run again.
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let results = journal_results(&server, 2).await;
+    let once = &results["once"];
+    assert_eq!((once["success"].as_bool(), once["result"].as_str()), (Some(true), Some("answered after the restart")));
+    assert_eq!((&once["attempts"], &once["failedAttempts"]), (&json!(2), &json!(["interrupted"])), "{once}");
+    let never = &results["never"];
+    assert_eq!(kind(never), "interrupted", "{never}");
+    assert_eq!(
+        never["error"]["message"],
+        "the daemon stopped (crash, kill, or silent past the node timeout) while this worker ran; it was not run again"
+    );
+    assert!(never.get("attempts").is_none() && never.get("failedAttempts").is_none(), "as before: {never}");
+    // `twice` is held again: its second run reached the model.
+    requests_reach(&model, "again-twice", 2).await;
+    server.signal("KILL");
+    let _ = server.wait().await;
+
+    // Interrupted again with its one retry used: answered, never run a third time.
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let results = journal_results(&server, 3).await;
+    let twice = &results["twice"];
+    assert_eq!(kind(twice), "interrupted", "{twice}");
+    assert_eq!((&twice["attempts"], &twice["failedAttempts"]), (&json!(2), &json!(["interrupted"])), "{twice}");
+    assert_eq!(results["once"], *once, "the earlier results stand");
+    server.signal("TERM");
+    let (status, _) = server.wait().await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(model.requests_for("again-once").len(), 2);
+    assert_eq!(model.requests_for("again-twice").len(), 2, "not run a third time");
+    assert_eq!(model.requests_for("not-again").len(), 1, "without retries, never run again");
 }

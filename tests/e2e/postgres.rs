@@ -321,3 +321,47 @@ fn the_daemons_listener_terminated_by_the_database_reconnects_and_wakeups_resume
     let mut driver = Driver::http(&server.url);
     poll_gets_task_enqueued_elsewhere(&mut driver, &schema);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_on_one_schema_share_the_budget_windows() {
+    use crate::support::daemon::{Daemon, action};
+    use crate::support::fake_model::{FakeModel, Request, text, with_usage};
+    let schema = Schema::new();
+    let url = schema.url();
+    let model = FakeModel::start().await;
+    model.script("two-cents", |_: &Request| with_usage(3_000, 200, text("two cents")));
+    let args = [
+        "--store",
+        url.as_str(),
+        "--budget",
+        "0.05usd/hour",
+        "--budget-estimate-usd",
+        "0.025",
+        "--budget-policy",
+        "refuse",
+        "--max-workers",
+        "1",
+    ];
+    // Two daemons, each with a project and a data directory of its own: only the schema is shared.
+    let (first, second) = (crate::serve::fs_project(), crate::serve::fs_project());
+    let mut one = Daemon::start(&first, &model, &args);
+    for id in ["one", "two"] {
+        one.send_action(action(id, &format!("two-cents {id}"), &["filesystem"], 60_000)).await;
+        let result = one.next().await;
+        assert_eq!(result["success"], true, "{result}");
+        let cost = result["costUsd"].as_f64().unwrap_or(0.0);
+        assert!((cost - 0.02).abs() < 1e-6, "each action costs 0.02: {result}");
+    }
+    // The first daemon still runs; the second sees its 0.04 and has no room for 0.025.
+    let mut two = Daemon::start(&second, &model, &args);
+    two.send_action(action("three", "two-cents three", &["filesystem"], 60_000)).await;
+    let refused = two.next().await;
+    assert_eq!(refused["error"]["kind"], "budget_exhausted", "{refused}");
+    let after = refused["error"]["retryAfterMs"].as_u64().unwrap_or(0);
+    assert!((3_000_000..=3_600_000).contains(&after), "when the first daemon's first charge ages out: {refused}");
+    assert_eq!(model.requests_for("two-cents three").len(), 0, "a refused action never reaches the model");
+    for daemon in [one, two] {
+        let (status, rest, _) = daemon.finish().await;
+        assert!(status.success() && rest.is_empty(), "{status:?} {rest:?}");
+    }
+}

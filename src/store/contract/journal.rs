@@ -161,3 +161,36 @@ pub async fn event_changes_wake_on_own_and_other_handles_events(h: &impl Harness
     let seen = journal.events_after(first[0].id, 10).await.unwrap();
     assert_eq!(seen.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Started]);
 }
+
+pub async fn requeue_puts_only_a_running_action_back_with_what_it_now_stores(h: &impl Harness) {
+    let clock = Clock::manual(1);
+    let journal = h.open(&clock).await;
+    let accepted = [("run".to_owned(), stored("run")), ("wait".to_owned(), stored("wait"))];
+    journal.accept(&accepted, &[]).await.unwrap();
+    journal.started("run").await.unwrap();
+    let mut again = stored("run");
+    again["failedAttempts"] = json!(["interrupted"]);
+    assert!(!journal.requeue("wait", &again).await.unwrap(), "not running: unchanged");
+    assert!(!journal.requeue("nope", &again).await.unwrap(), "unknown: nothing");
+    let before = journal.events_after(0, 100).await.unwrap().len();
+    clock.set(2);
+    assert!(journal.requeue("run", &again).await.unwrap());
+    assert!(!journal.requeue("run", &again).await.unwrap(), "once: it is not running any more");
+    assert_eq!(journal.events_after(0, 100).await.unwrap().len(), before, "no event of its own");
+    let record = journal.action("run").await.unwrap().unwrap();
+    assert_eq!((record.state, record.started_ms), (ActionState::Accepted, None));
+    assert_eq!(journal.unfinished().await.unwrap(), Unfinished { accepted: 2, running: 0 });
+    drop(journal);
+
+    // After a restart it is pending again, in its place (oldest first), with the new JSON.
+    let journal = h.open(&clock).await;
+    let recovery = journal.recover().await.unwrap();
+    assert!(recovery.interrupted.is_empty());
+    assert_eq!(recovery.pending, [("run".to_owned(), again.clone()), ("wait".to_owned(), stored("wait"))]);
+    clock.set(3);
+    journal.started("run").await.unwrap();
+    assert_eq!(journal.action("run").await.unwrap().unwrap().started_ms, Some(3), "started anew");
+    assert!(journal.finish(&result("run", None)).await.unwrap().is_some());
+    assert!(!journal.requeue("run", &again).await.unwrap(), "done: it stays done");
+    assert_eq!(journal.action("run").await.unwrap().unwrap().state, ActionState::Done);
+}

@@ -1,5 +1,6 @@
 //! The contract of [`Ledger`]: charges kept durably, read back per rolling window.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Harness, ms};
@@ -25,4 +26,27 @@ where
     clock.set(70_000);
     assert_eq!(again.charges_within(ms(60_000)).await.unwrap(), [(ms(30_000), 0.03)], "a charge ages out");
     assert_eq!(again.charges_within(Duration::from_secs(3600)).await.unwrap().len(), 2);
+}
+
+pub async fn handles_charging_at_once_share_one_ledger<H: Harness>(h: &H)
+where
+    H::Store: Ledger,
+{
+    // Two handles: two daemons on one store, each charging from many tasks at once.
+    let clock = Clock::manual(1_000);
+    let (one, two) = (Arc::new(h.open(&clock).await), Arc::new(h.open(&clock).await));
+    let charges = (0..40).map(|i| {
+        let ledger = if i % 2 == 0 { Arc::clone(&one) } else { Arc::clone(&two) };
+        tokio::spawn(async move { ledger.charge(&format!("t{i}"), 0.25).await })
+    });
+    for charge in charges.collect::<Vec<_>>() {
+        charge.await.unwrap().unwrap();
+    }
+    clock.set(1_500);
+    for ledger in [&one, &two] {
+        let seen = ledger.charges_within(ms(60_000)).await.unwrap();
+        assert_eq!(seen.len(), 40, "each handle sees every charge");
+        assert!(seen.iter().all(|(age, usd)| *age == ms(500) && (*usd - 0.25).abs() < 1e-12), "{seen:?}");
+    }
+    assert!(one.charges_within(ms(500)).await.unwrap().is_empty(), "a window shorter than their age");
 }

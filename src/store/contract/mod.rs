@@ -66,7 +66,8 @@ macro_rules! store_contract {
             a_failed_accept_records_nothing_and_spares_concurrent_writes,
             concurrent_events_get_increasing_gap_free_ids,
             event_changes_wake_on_own_and_other_handles_events,
-            retention_removes_old_done_actions_and_old_events
+            retention_removes_old_done_actions_and_old_events,
+            requeue_puts_only_a_running_action_back_with_what_it_now_stores
         );
     };
     (@cases $make:expr; $module:ident: $($case:ident),* $(,)?) => {
@@ -80,12 +81,13 @@ macro_rules! store_contract {
 }
 pub(crate) use store_contract;
 
-/// The [`super::Ledger`] cases, for a backend whose store implements it (a separate macro, so a
-/// backend without a ledger yet still runs [`store_contract!`]).
+/// The [`super::Ledger`] cases, for a backend whose store implements it (SQLite and PostgreSQL
+/// do; a separate macro, so a backend without a ledger still runs [`store_contract!`]).
 macro_rules! ledger_contract {
     ($make:expr) => {
         $crate::store::contract::store_contract!(@cases $make; ledger:
-            charges_are_kept_per_window_and_survive_reopening
+            charges_are_kept_per_window_and_survive_reopening,
+            handles_charging_at_once_share_one_ledger
         );
     };
 }

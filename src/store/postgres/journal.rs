@@ -201,3 +201,12 @@ async fn insert_event(c: &Conn, task_id: &str, kind: EventKind, data: Value, now
     let row = c.client.query_one(&insert, &[&task_id, &kind.as_str(), &data.to_string(), &now]).await?;
     Ok(EventRecord { id: row.try_get(0)?, kind, data })
 }
+
+pub async fn requeue(c: &Conn, task_id: &str, stored: &Value) -> Result<bool> {
+    let update = c
+        .prepare(
+            "UPDATE actions SET state = 'accepted', action = $2, started_ms = NULL WHERE task_id = $1 AND state = 'running'",
+        )
+        .await?;
+    Ok(c.client.execute(&update, &[&task_id, &stored.to_string()]).await? > 0)
+}

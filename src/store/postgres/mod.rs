@@ -1,6 +1,6 @@
-//! The PostgreSQL backend of [`QueueStore`] and [`Journal`] (issue 9): several daemons (and
-//! `enqueue`, `tasks`, `mcp queue`) on several machines share one database and see one queue,
-//! one journal and one event log.
+//! The PostgreSQL backend of [`QueueStore`], [`Journal`] and [`Ledger`] (issue 9): several
+//! daemons (and `enqueue`, `tasks`, `mcp queue`) on several machines share one database and see
+//! one queue, one journal, one event log and one budget ledger.
 //!
 //! - Every method is one transaction on a pooled connection (`pool.rs`); "now" is read once per
 //!   transaction from the database (`now()`), so machines' clocks never meet. Tests pass a
@@ -18,6 +18,7 @@ mod cluster;
 mod cluster_tests;
 pub mod config;
 mod journal;
+mod ledger;
 mod listen;
 mod owner;
 mod pool;
@@ -38,8 +39,8 @@ use self::pool::{Conn, Pool};
 use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
-    ActionRecord, Changes, Clock, Cluster, ClusterCancel, ClusterStatus, Counts, EventRecord, Journal, Millis, NodeId,
-    QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
+    ActionRecord, Changes, Clock, Cluster, ClusterCancel, ClusterStatus, Counts, EventRecord, Journal, Ledger, Millis,
+    NodeId, QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
     VerdictFn,
 };
 use crate::protocol::WorkerResult;
@@ -351,6 +352,21 @@ impl Journal for PgStore {
 
     fn event_changes(&self) -> Changes {
         self.feeds.events.subscribe()
+    }
+
+    async fn requeue(&self, task_id: &str, stored: &Value) -> Result<bool> {
+        in_tx!(self, Wakes::Nothing, |c, _now| journal::requeue(c, task_id, stored).await?)
+    }
+}
+
+#[async_trait]
+impl Ledger for PgStore {
+    async fn charge(&self, task_id: &str, usd: f64) -> Result<()> {
+        in_tx!(self, Wakes::Nothing, |c, now| ledger::charge(c, task_id, usd, now).await?)
+    }
+
+    async fn charges_within(&self, window: Duration) -> Result<Vec<(Duration, f64)>> {
+        in_tx!(self, Wakes::Nothing, |c, now| ledger::charges_within(c, millis(window), now).await?)
     }
 }
 

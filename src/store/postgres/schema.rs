@@ -55,7 +55,15 @@ pub const MIGRATIONS: &[&str] = &[
         last BIGINT NOT NULL
     );
     INSERT INTO event_counter (one, last) VALUES (TRUE, 0);",
-    // Several daemons on one journal: the nodes, which node holds an action, and the cancels
+    // 2: the daemon-wide budget's charges (see ledger.rs), shared by every daemon on the schema.
+    "CREATE TABLE charges (
+        id      BIGSERIAL PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        usd     DOUBLE PRECISION NOT NULL,
+        at_ms   BIGINT NOT NULL
+    );
+    CREATE INDEX charges_by_time ON charges (at_ms);",
+    // 3: several daemons on one journal: the nodes, which node holds an action, and the cancels
     // one node asks of another.
     "CREATE TABLE nodes (
         id           BIGSERIAL PRIMARY KEY,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PgConfig, PgStore};
-use crate::store::contract::{Harness, ms, prompts, soon, store_contract};
+use crate::store::contract::{Harness, ledger_contract, ms, prompts, soon, store_contract};
 use crate::store::{Clock, QueueStore, StoreError};
 
 pub(crate) fn test_url() -> String {
@@ -69,6 +69,7 @@ impl Harness for Pg {
 }
 
 store_contract!(Pg::new());
+ledger_contract!(Pg::new());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_starting_together_migrate_once_and_a_newer_schema_is_refused() {
@@ -100,6 +101,27 @@ async fn the_database_clock_sets_leases() {
     let db_now: i64 = raw.query_one("SELECT floor(extract(epoch FROM now()) * 1000)::int8", &[]).await.unwrap().get(0);
     let expires = t.lease_expires_ms.unwrap();
     assert!((db_now + 29_000..=db_now + 30_000).contains(&expires), "lease {expires}, database now {db_now}");
+}
+
+#[tokio::test]
+async fn the_database_clock_dates_the_budget_charges() {
+    use crate::store::Ledger;
+    let h = Pg::new();
+    let store = h.open(&Clock::System).await;
+    let raw = h.raw().await;
+    // A charge written by hand a minute ago on the database's clock, and one through the store now.
+    let schema = &h.schema;
+    raw.batch_execute(&format!(
+        "INSERT INTO {schema}.charges (task_id, usd, at_ms) VALUES ('old', 1.5, floor(extract(epoch FROM now()) * 1000)::int8 - 60000)"
+    ))
+    .await
+    .unwrap();
+    store.charge("new", 0.5).await.unwrap();
+    let charges = store.charges_within(ms(3_600_000)).await.unwrap();
+    assert_eq!(charges.iter().map(|c| c.1).collect::<Vec<_>>(), [1.5, 0.5], "oldest first");
+    assert!((ms(60_000)..ms(70_000)).contains(&charges[0].0), "{charges:?}");
+    assert!(charges[1].0 < ms(10_000), "{charges:?}");
+    assert_eq!(store.charges_within(ms(30_000)).await.unwrap().len(), 1, "the old one is outside 30 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

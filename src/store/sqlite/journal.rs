@@ -159,3 +159,12 @@ fn insert_event(conn: &Connection, task_id: &str, kind: EventKind, data: Value, 
         .execute(params![task_id, kind.as_str(), data.to_string(), now])?;
     Ok(EventRecord { id: conn.last_insert_rowid(), kind, data })
 }
+
+pub fn requeue(conn: &Connection, task_id: &str, stored: &Value) -> Result<(bool, Effects)> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE actions SET state = 'accepted', action = ?2, started_ms = NULL WHERE task_id = ?1 AND state = 'running'",
+        )?
+        .execute(params![task_id, stored.to_string()])?;
+    Ok((changed > 0, Effects::NONE))
+}

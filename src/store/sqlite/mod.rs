@@ -312,6 +312,11 @@ impl Journal for SqliteStore {
     fn event_changes(&self) -> Changes {
         self.feeds.events.subscribe()
     }
+
+    async fn requeue(&self, task_id: &str, stored: &Value) -> Result<bool> {
+        let (t, stored) = (task_id.to_owned(), stored.clone());
+        self.write(move |c, _| journal::requeue(c, &t, &stored)).await
+    }
 }
 
 #[async_trait]
