@@ -136,11 +136,17 @@ async fn kill_9_of_a_daemon_the_survivor_answers_its_workers_interrupted_and_run
             }
         }
     }
-    let expected: BTreeMap<String, String> =
-        [("h0", "interrupted"), ("h1", "interrupted"), ("l0", "success"), ("l1", "success"), ("l2", "success")]
-            .into_iter()
-            .map(|(id, kind)| (id.to_owned(), kind.to_owned()))
-            .collect();
+    let expected: BTreeMap<String, String> = [
+        ("h0", "interrupted"),
+        ("h1", "interrupted"),
+        ("l0", "success"),
+        ("l1", "success"),
+        ("l2", "success"),
+        ("r0", "success"),
+    ]
+    .into_iter()
+    .map(|(id, kind)| (id.to_owned(), kind.to_owned()))
+    .collect();
     assert_eq!(outcome, expected);
     assert!(killed.elapsed() < Duration::from_secs(30), "answered within the node timeout: {:?}", killed.elapsed());
     assert_eq!(model.requests_for("held-").len(), 2, "the interrupted ones did not run again");
