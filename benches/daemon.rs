@@ -11,15 +11,13 @@
 //! 4. memory: peak RSS of the daemon with 256 workers in flight (a stub that sleeps).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TRANSCRIPT: &str = r#"{"type":"system","subtype":"init","cwd":"/w","session_id":"s","tools":["mcp__bench__echo"],"mcp_servers":[{"name":"bench","status":"connected"}],"model":"stub"}
-{"type":"assistant","message":{"id":"m1","model":"stub","content":[{"type":"tool_use","id":"toolu_1","name":"mcp__bench__echo","input":{"text":"hi"}}],"usage":{"input_tokens":100,"output_tokens":20}}}
-{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"hi"}]}}
-{"type":"assistant","message":{"id":"m2","model":"stub","content":[{"type":"text","text":"done"}],"usage":{"input_tokens":100,"output_tokens":20}}}
-{"type":"result","subtype":"success","is_error":false,"duration_ms":1,"num_turns":2,"result":"done","total_cost_usd":0.002,"permission_denials":[]}"#;
+#[path = "support/stub.rs"]
+mod stub;
+use stub::stub;
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -87,13 +85,6 @@ fn main() {
         daemon.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
     );
     let _ = pid;
-}
-
-fn stub(root: &Path, name: &str, before: &str) -> PathBuf {
-    let path = root.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{before}cat <<'EOF'\n{TRANSCRIPT}\nEOF\n")).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path
 }
 
 fn direct_spawns(stub: &Path, n: usize) -> Vec<Duration> {

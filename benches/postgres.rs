@@ -10,11 +10,22 @@
 //!    (another handle on the file: `data_version`, read every 5 ms while somebody waits).
 //! 3. What NOTIFY costs: single-row insert commits/s on one connection, with and without a
 //!    `pg_notify` in the transaction (one listener connected).
+//! 4. Full queue cycles/s over Streamable HTTP, 16 clients: two `serve` daemons on one
+//!    PostgreSQL schema (8 clients each) versus one `serve` on SQLite (all 16), alternating.
+//! 5. Actions accepted-to-started across daemons: daemon A's one slot is held, so every action
+//!    posted to A (`?wait=true`) is claimed and run by daemon B; `startedMs - acceptedMs` from
+//!    the journal (both the database's clock; 1 ms resolution). Baselines in the same run: the
+//!    same posted to B itself, and one `serve` on SQLite. Both with a stub `claude`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_workers::store::{Clock, PgConfig, PgStore, QueueStore, SqliteStore};
+
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/stub.rs"]
+mod stub;
 
 const TASKS: usize = 2000;
 const CALLERS: usize = 16;
@@ -186,4 +197,129 @@ async fn main() {
         "insert commits/s on one connection (median of 5 alternating rounds of 300): without NOTIFY {plain:.0}, with NOTIFY {notified:.0}, ratio {:.2}",
         notified / plain
     );
+
+    // 4. full cycles over HTTP: two daemons on PostgreSQL against one on SQLite
+    http_cycles().await;
+    // 5. actions accepted-to-started across daemons
+    accepted_to_started().await;
+}
+
+const HTTP_TASKS: usize = 2000;
+
+async fn http_cycles() {
+    let s = schema();
+    let store = format!("{}?schema={s}", base_url());
+    let (da, db, dq) =
+        (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (mut a, url_a) = http::serve_with(http::BIN, da.path(), &["--store", &store, "--node-name", "a"]);
+    let (mut b, url_b) = http::serve_with(http::BIN, db.path(), &["--store", &store, "--node-name", "b"]);
+    let (mut q, url_q) = http::serve_with(http::BIN, dq.path(), &[]);
+    let producer_pg: Arc<dyn QueueStore> = Arc::new(pg(&s).await);
+    let producer_sq: Arc<dyn QueueStore> = Arc::new(SqliteStore::open(dq.path()).expect("sqlite"));
+    let (mut on_pg, mut on_sq) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        on_pg.push(http::cycles_per_second_on(&[&url_a, &url_b], producer_pg.clone(), HTTP_TASKS).await);
+        on_sq.push(http::cycles_per_second_on(&[&url_q], producer_sq.clone(), HTTP_TASKS).await);
+    }
+    let (pg_med, sq_med) = (http::median(on_pg.clone()), http::median(on_sq.clone()));
+    println!(
+        "full queue cycles/s over Streamable HTTP, {} clients, {HTTP_TASKS} tasks x 3 alternating rounds: 2 daemons + PostgreSQL median {pg_med:.0} {on_pg:.0?}, 1 daemon + SQLite median {sq_med:.0} {on_sq:.0?}, ratio {:.2}",
+        http::CLIENTS,
+        pg_med / sq_med
+    );
+    for child in [&mut a, &mut b, &mut q] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(producer_pg);
+    drop_schema(&s).await;
+}
+
+const ACTIONS: usize = 60;
+
+/// `serve` with a stub `claude` and a registry of one server, in its own project root.
+fn stub_daemon(root: &std::path::Path, claude: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    std::fs::create_dir_all(root.join(".claude")).expect("registry dir");
+    std::fs::write(root.join(".claude/mcp_servers.json"), r#"{"mcpServers":{"bench":{"command":"true"}}}"#)
+        .expect("registry");
+    let (root_s, claude_s) = (root.to_string_lossy().into_owned(), claude.to_string_lossy().into_owned());
+    let mut args = vec!["--root", root_s.as_str(), "--claude", claude_s.as_str()];
+    args.extend_from_slice(extra);
+    let (child, url) = http::serve_with(http::BIN, &root.join("data"), &args);
+    (child, url.trim_end_matches("/mcp").to_owned())
+}
+
+/// Posts one action after another to `post_to` (waiting for each result), then reads
+/// `startedMs - acceptedMs` of each from the journal.
+async fn started_after_accept(post_to: &str, prefix: &str) -> Vec<Duration> {
+    let http = reqwest::Client::new();
+    let mut samples = Vec::with_capacity(ACTIONS);
+    for i in 0..ACTIONS {
+        let id = format!("{prefix}{i}");
+        let body = serde_json::json!({"actions": [{"type": "spawn_worker", "taskId": id, "task": "bench", "servers": ["bench"]}]});
+        let answer: serde_json::Value = http
+            .post(format!("{post_to}/v1/actions?wait=true"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST")
+            .json()
+            .await
+            .expect("answer");
+        assert_eq!(answer["results"][0]["success"], true, "{answer}");
+        let task: serde_json::Value =
+            http.get(format!("{post_to}/v1/tasks/{id}")).send().await.expect("GET").json().await.expect("task");
+        let (accepted, started) =
+            (task["acceptedMs"].as_u64().expect("accepted"), task["startedMs"].as_u64().expect("started"));
+        samples.push(Duration::from_millis(started.saturating_sub(accepted)));
+    }
+    samples
+}
+
+async fn accepted_to_started() {
+    let s = schema();
+    let store = format!("{}?schema={s}", base_url());
+    let dir = tempfile::tempdir().expect("dir");
+    let fast = stub::stub(dir.path(), "claude-fast", "");
+    let held = stub::stub(dir.path(), "claude-held", "exec sleep 600\n");
+    let (ra, rb, rq) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("q"));
+    let one = ["--max-workers", "1"];
+    let (mut a, url_a) =
+        stub_daemon(&ra, &held, &[&["--store", store.as_str(), "--node-name", "a"][..], &one[..]].concat());
+    let http = reqwest::Client::new();
+    // A's only slot: held for the whole run.
+    let hold = serde_json::json!({"actions": [{"type": "spawn_worker", "taskId": "hold", "task": "hold", "servers": ["bench"]}]});
+    http.post(format!("{url_a}/v1/actions")).json(&hold).send().await.expect("POST hold");
+    loop {
+        let task: serde_json::Value =
+            http.get(format!("{url_a}/v1/tasks/hold")).send().await.expect("GET").json().await.expect("task");
+        if task["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut b, url_b) = stub_daemon(&rb, &fast, &["--store", store.as_str(), "--node-name", "b"]);
+    let (mut q, url_q) = stub_daemon(&rq, &fast, &[]);
+    let (mut across, mut local, mut sqlite) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        across.extend(started_after_accept(&url_a, &format!("x{round}-")).await);
+        local.extend(started_after_accept(&url_b, &format!("l{round}-")).await);
+        sqlite.extend(started_after_accept(&url_q, &format!("s{round}-")).await);
+    }
+    let show = |v: Vec<Duration>| {
+        let (med, p99) = stats(v);
+        format!("median {med:.0} ms p99 {p99:.0} ms")
+    };
+    println!(
+        "actions accepted-to-started ({} per case, 1 ms resolution): posted to A, run by B {}; posted to B, run by B {}; one daemon on SQLite {}",
+        3 * ACTIONS,
+        show(across),
+        show(local),
+        show(sqlite)
+    );
+    for child in [&mut a, &mut b, &mut q] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop_schema(&s).await;
 }

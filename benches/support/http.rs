@@ -86,10 +86,17 @@ pub fn serve(dir: &std::path::Path) -> (Child, String) {
 
 /// [`serve`] of a given `mcp-workers` binary.
 pub fn serve_bin(bin: &str, dir: &std::path::Path) -> (Child, String) {
+    serve_with(bin, dir, &[])
+}
+
+/// [`serve_bin`] with further arguments after `serve` (global flags such as `--store` too).
+#[allow(dead_code)] // each bench includes this file; not every one calls everything
+pub fn serve_with(bin: &str, dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(bin)
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "30"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -114,10 +121,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// Full cycles per second: `n` tasks enqueued (in chunks, by another thread, through the store)
 /// while [`CLIENTS`] workers poll and submit over HTTP.
 pub async fn cycles_per_second(url: &str, store: Arc<SqliteStore>, n: usize) -> f64 {
+    cycles_per_second_on(&[url], store, n).await
+}
+
+/// [`cycles_per_second`] with the clients spread over several daemons (round robin).
+pub async fn cycles_per_second_on(urls: &[&str], store: Arc<dyn QueueStore>, n: usize) -> f64 {
     let done = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let mut mcp = Mcp::connect(url).await;
+    for i in 0..CLIENTS {
+        let mut mcp = Mcp::connect(urls[i % urls.len()]).await;
         let w = mcp.call("worker_create", json!({})).await["worker_id"].as_str().expect("worker").to_owned();
         clients.push((mcp, w));
     }
