@@ -4,19 +4,17 @@
 //! or [`Journal::requeue`](crate::store::Journal::requeue) with the new stored JSON).
 //!
 //! The stored JSON is what `accept` wrote (`{"index", "action"}`, see [`super::stored_action`])
-//! plus `failedAttempts`: the kinds of the attempts that failed before a restart (today only
-//! `interrupted`), which the pool counts as used retries when it runs the action again.
-//!
-//! Only what the journal holds is counted: an attempt that failed inside the dead daemon and was
-//! retried there (a live-only `attempt` event) is not known after the crash.
+//! plus `failedAttempts`: the kinds of the attempts that failed before a restart (`interrupted`,
+//! and every attempt the daemon retried: the recorder writes each one with
+//! [`Journal::attempt_failed`](crate::store::Journal::attempt_failed)), which the pool counts as
+//! used retries when it runs the action again.
 
 use serde_json::Value;
 
 use crate::protocol::governance::MAX_RETRIES;
 use crate::protocol::{ErrorKind, WorkerError, WorkerResult};
 
-/// The stored field that lists the failed attempts of earlier runs.
-pub const FAILED_ATTEMPTS: &str = "failedAttempts";
+pub use crate::store::types::FAILED_ATTEMPTS;
 
 /// What to do with an interrupted action: its one result (retries exhausted, or none asked for),
 /// or run it again from the new stored JSON (the interrupted attempt added to

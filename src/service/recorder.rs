@@ -97,8 +97,17 @@ pub async fn run(service: Arc<Service>, mut rx: mpsc::Receiver<Event>, stop: Can
                 }
             }
             Event::Output(_) => {}
-            // Live only, like the dispatch lines.
-            Event::Attempt(data) => service.publish([Published { id: None, kind: EventKind::Attempt, data }]),
+            // Published live only, like the dispatch lines.
+            Event::Attempt(data) => {
+                // Kept with the action, so that after a crash a re-run counts this attempt.
+                if let (Some(task_id), Some(kind)) = (data["taskId"].as_str(), data["kind"].as_str()) {
+                    match service.journal.attempt_failed(task_id, kind).await {
+                        Ok(_) | Err(StoreError::Fenced(_)) => {}
+                        Err(err) => warn!(task_id, "cannot record a failed attempt: {err}"),
+                    }
+                }
+                service.publish([Published { id: None, kind: EventKind::Attempt, data }]);
+            }
             Event::Budget(data) => service.publish([Published { id: None, kind: EventKind::Budget, data }]),
         }
     }

@@ -172,6 +172,10 @@ pub trait Journal: Send + Sync + 'static {
     /// stored, with what the interrupted run adds: `service::interrupted`). False, changing
     /// nothing, if the action is not running (finished, or requeued by somebody else).
     async fn requeue(&self, task_id: &str, stored: &serde_json::Value) -> Result<bool>;
+    /// Adds a failed attempt's kind to a running action's stored `failedAttempts`
+    /// ([`types::FAILED_ATTEMPTS`]), so that after a crash the attempts the daemon retried are
+    /// counted too. False, changing nothing, if the action is not running.
+    async fn attempt_failed(&self, task_id: &str, kind: &str) -> Result<bool>;
 }
 
 /// Several `serve` daemons on one journal (PostgreSQL; issue 9): each daemon is a node that

@@ -286,6 +286,20 @@ pub enum Verdict {
     Rerun(Value),
 }
 
+/// The stored action's field listing the kinds of its attempts that failed (what a re-run after a
+/// crash counts as used retries).
+pub const FAILED_ATTEMPTS: &str = "failedAttempts";
+
+/// `stored` with `kind` appended to its [`FAILED_ATTEMPTS`].
+pub fn with_failed_attempt(mut stored: Value, kind: &str) -> Value {
+    let mut failed = stored.get(FAILED_ATTEMPTS).and_then(Value::as_array).cloned().unwrap_or_default();
+    failed.push(Value::String(kind.to_owned()));
+    if let Some(object) = stored.as_object_mut() {
+        object.insert(FAILED_ATTEMPTS.to_owned(), Value::Array(failed));
+    }
+    stored
+}
+
 /// How a reaper decides a dead node's running action: (task id, what `accept` stored).
 pub type VerdictFn = dyn for<'a, 'b> Fn(&'a str, &'b Value) -> Verdict + Sync;
 

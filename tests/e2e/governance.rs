@@ -483,3 +483,31 @@ async fn after_kill_9_serve_runs_an_interrupted_action_again_only_while_its_retr
     assert_eq!(model.requests_for("again-twice").len(), 2, "not run a third time");
     assert_eq!(model.requests_for("not-again").len(), 1, "without retries, never run again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_attempts_retried_before_the_crash_count_as_used() {
+    use crate::support::daemon::Server;
+    let project = fs_project();
+    let model = FakeModel::start().await;
+    // The first attempt is overloaded (retryable), the retry hangs until the daemon is killed.
+    let overloaded = status(529, api_error_body("overloaded_error", "fake model: overloaded"));
+    model.script("retried-then-held", fail_then(1, overloaded, vec![hang()]));
+    let args = ["--api-retries", "0", "--retry-backoff", "100ms"];
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let body =
+        json!({"actions": [with(action("rt", "retried-then-held", &["filesystem"], 300_000), json!({"retries": 1}))]});
+    let (status, answer) = crate::serve::post(&server, "/v1/actions", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    requests_reach(&model, "retried-then-held", 2).await;
+    server.signal("KILL");
+    let _ = server.wait().await;
+    // Its one retry was used before the crash: answered, not run a third time.
+    let server = Server::start(&project, &model, &args, &[]).await;
+    let results = journal_results(&server, 1).await;
+    let rt = &results["rt"];
+    assert_eq!(kind(rt), "interrupted", "{rt}");
+    assert_eq!((&rt["attempts"], &rt["failedAttempts"]), (&json!(2), &json!(["rate_limited"])), "{rt}");
+    server.signal("TERM");
+    assert!(server.wait().await.0.success());
+    assert_eq!(model.requests_for("retried-then-held").len(), 2, "not run a third time");
+}

@@ -194,3 +194,25 @@ pub async fn requeue_puts_only_a_running_action_back_with_what_it_now_stores(h: 
     assert!(!journal.requeue("run", &again).await.unwrap(), "done: it stays done");
     assert_eq!(journal.action("run").await.unwrap().unwrap().state, ActionState::Done);
 }
+
+pub async fn a_failed_attempt_is_kept_in_the_stored_action_while_it_runs(h: &impl Harness) {
+    let clock = Clock::manual(1);
+    let journal = h.open(&clock).await;
+    let accepted = [("run".to_owned(), stored("run")), ("wait".to_owned(), stored("wait"))];
+    journal.accept(&accepted, &[]).await.unwrap();
+    assert!(!journal.attempt_failed("run", "rate_limited").await.unwrap(), "not running yet: unchanged");
+    journal.started("run").await.unwrap();
+    assert!(journal.attempt_failed("run", "rate_limited").await.unwrap());
+    assert!(journal.attempt_failed("run", "idle_timeout").await.unwrap());
+    assert!(!journal.attempt_failed("nope", "idle_timeout").await.unwrap());
+    drop(journal);
+    // What a crash leaves: the running action with its failed attempts, the other unchanged.
+    let journal = h.open(&clock).await;
+    let recovery = journal.recover().await.unwrap();
+    let mut expected = stored("run");
+    expected["failedAttempts"] = json!(["rate_limited", "idle_timeout"]);
+    assert_eq!(recovery.interrupted, [("run".to_owned(), expected)]);
+    assert_eq!(recovery.pending, [("wait".to_owned(), stored("wait"))]);
+    assert!(journal.finish(&result("run", None)).await.unwrap().is_some());
+    assert!(!journal.attempt_failed("run", "rate_limited").await.unwrap(), "done: it stays as it was");
+}

@@ -67,7 +67,8 @@ macro_rules! store_contract {
             concurrent_events_get_increasing_gap_free_ids,
             event_changes_wake_on_own_and_other_handles_events,
             retention_removes_old_done_actions_and_old_events,
-            requeue_puts_only_a_running_action_back_with_what_it_now_stores
+            requeue_puts_only_a_running_action_back_with_what_it_now_stores,
+            a_failed_attempt_is_kept_in_the_stored_action_while_it_runs
         );
     };
     (@cases $make:expr; $module:ident: $($case:ident),* $(,)?) => {

@@ -210,3 +210,18 @@ pub async fn requeue(c: &Conn, task_id: &str, stored: &Value) -> Result<bool> {
         .await?;
     Ok(c.client.execute(&update, &[&task_id, &stored.to_string()]).await? > 0)
 }
+
+pub async fn attempt_failed(c: &Conn, task_id: &str, kind: &str, node: Option<i64>) -> Result<bool> {
+    let select = c
+        .prepare(
+            "SELECT action FROM actions WHERE task_id = $1 AND state = 'running'
+             AND ($2::INT8 IS NULL OR node = $2) FOR UPDATE",
+        )
+        .await?;
+    let Some(row) = c.client.query_opt(&select, &[&task_id, &node]).await? else { return Ok(false) };
+    let stored: String = row.try_get(0)?;
+    let stored = crate::store::types::with_failed_attempt(serde_json::from_str(&stored).unwrap_or(Value::Null), kind);
+    let update = c.prepare("UPDATE actions SET action = $2 WHERE task_id = $1").await?;
+    c.client.execute(&update, &[&task_id, &stored.to_string()]).await?;
+    Ok(true)
+}

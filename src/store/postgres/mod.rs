@@ -357,6 +357,11 @@ impl Journal for PgStore {
     async fn requeue(&self, task_id: &str, stored: &Value) -> Result<bool> {
         in_tx!(self, Wakes::Nothing, |c, _now| journal::requeue(c, task_id, stored).await?)
     }
+
+    async fn attempt_failed(&self, task_id: &str, kind: &str) -> Result<bool> {
+        let node = self.node_id();
+        in_tx!(self, Wakes::Nothing, |c, _now| journal::attempt_failed(c, task_id, kind, node).await?)
+    }
 }
 
 #[async_trait]

@@ -168,3 +168,15 @@ pub fn requeue(conn: &Connection, task_id: &str, stored: &Value) -> Result<(bool
         .execute(params![task_id, stored.to_string()])?;
     Ok((changed > 0, Effects::NONE))
 }
+
+pub fn attempt_failed(conn: &Connection, task_id: &str, kind: &str) -> Result<(bool, Effects)> {
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT action FROM actions WHERE task_id = ?1 AND state = 'running'")?
+        .query_row(params![task_id], |row| row.get(0))
+        .optional()?;
+    let Some(stored) = stored else { return Ok((false, Effects::NONE)) };
+    let stored = crate::store::types::with_failed_attempt(serde_json::from_str(&stored).unwrap_or(Value::Null), kind);
+    conn.prepare_cached("UPDATE actions SET action = ?2 WHERE task_id = ?1")?
+        .execute(params![task_id, stored.to_string()])?;
+    Ok((true, Effects::NONE))
+}

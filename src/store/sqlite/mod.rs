@@ -317,6 +317,11 @@ impl Journal for SqliteStore {
         let (t, stored) = (task_id.to_owned(), stored.clone());
         self.write(move |c, _| journal::requeue(c, &t, &stored)).await
     }
+
+    async fn attempt_failed(&self, task_id: &str, kind: &str) -> Result<bool> {
+        let (t, kind) = (task_id.to_owned(), kind.to_owned());
+        self.write(move |c, _| journal::attempt_failed(c, &t, &kind)).await
+    }
 }
 
 #[async_trait]
