@@ -156,27 +156,31 @@ impl Service {
         let Some(member) = &self.cluster else { return };
         let mut changes = self.journal.event_changes();
         let mut cancels = member.cluster.cancel_changes();
+        // The first pass looks for both; then each feed wakes its own part.
+        let (mut to_claim, mut to_cancel) = (true, true);
         loop {
             if member.joined.load(Ordering::Acquire) {
-                if !self.draining.is_cancelled() {
+                if to_claim && !self.draining.is_cancelled() {
                     self.claim(member).await;
                 }
-                match member.cluster.cancels().await {
-                    Ok(ids) => {
-                        for id in ids {
-                            info!(task_id = %id, "cancelling at another daemon's request");
-                            self.pool.cancel(&id);
+                if to_cancel {
+                    match member.cluster.cancels().await {
+                        Ok(ids) => {
+                            for id in ids {
+                                info!(task_id = %id, "cancelling at another daemon's request");
+                                self.pool.cancel(&id);
+                            }
                         }
+                        Err(err) => warn!(error = %err, "cannot read the cancels asked of this node"),
                     }
-                    Err(err) => warn!(error = %err, "cannot read the cancels asked of this node"),
                 }
             }
-            tokio::select! {
+            (to_claim, to_cancel) = tokio::select! {
                 () = member.stop.cancelled() => return,
-                () = changes.changed() => {}
-                () = cancels.changed() => {}
-                () = member.poke.notified() => {}
-            }
+                () = changes.changed() => (true, false),
+                () = cancels.changed() => (false, true),
+                () = member.poke.notified() => (true, false),
+            };
         }
     }
 
