@@ -373,6 +373,29 @@ mod tests {
         assert_eq!(reader.await.expect("join").expect("read"), expected);
     }
 
+    /// More than the pipe and the buffer hold: writers wait for the flush task (the full-buffer
+    /// path) while a reader drains the pipe; every byte arrives, in order.
+    #[tokio::test]
+    async fn a_full_buffer_makes_writers_wait_and_loses_nothing() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
+        drop(w);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut got = Vec::new();
+            File::from(r).read_to_end(&mut got).map(|_| got)
+        });
+        let mut output = Output::Reactor(WriteBehind::start(file));
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let chunk: Vec<u8> = std::iter::repeat_n(b'a' + u8::try_from(i % 26).unwrap_or(0), 1000).collect();
+            output.write_all(&chunk).await.expect("write");
+            expected.extend_from_slice(&chunk);
+        }
+        output.shutdown().await.expect("shutdown waits for the buffer");
+        drop(output);
+        assert_eq!(reader.await.expect("join").expect("read"), expected);
+    }
+
     /// A reader that went away makes a later write fail (EPIPE), not hang or succeed forever.
     #[tokio::test]
     async fn a_closed_reader_fails_later_writes() {
