@@ -11,14 +11,22 @@
 //!   it is not done when the socket is also another standard descriptor (stderr's log writes, or
 //!   the stdout a child inherits, must stay blocking);
 //! - anything else (a terminal, a file, `/dev/null`) keeps tokio's blocking handles.
+//!
+//! Output on the reactor is **written behind** ([`WriteBehind`]): a write appends to a buffer and
+//! wakes a flush task, which runs after every task that was ready with it and writes the whole
+//! buffer with one `write`. The replies of a pipelined burst (rmcp writes and flushes each message
+//! on its own) thus cost one syscall and one wake-up of the client instead of one each.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -30,7 +38,7 @@ pub enum Input {
 
 /// The server's standard output.
 pub enum Output {
-    Reactor(AsyncFd<File>),
+    Reactor(WriteBehind),
     Blocking(tokio::io::Stdout),
 }
 
@@ -50,9 +58,175 @@ pub fn input() -> Input {
 /// Standard output, on the reactor where it can be. Must run inside a runtime.
 pub fn output() -> Output {
     match reactor_file(io::stdout().as_fd(), true) {
-        Some(file) => Output::Reactor(file),
+        Some(file) => Output::Reactor(WriteBehind::start(file)),
         None => Output::Blocking(tokio::io::stdout()),
     }
+}
+
+/// A buffer this large makes writers wait until the flush task has written it out.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// How long the last owner of unwritten output waits for the reader before dropping it (only when
+/// the runtime ended before the flush task could write it: at exit).
+const LAST_WRITE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A pollable pipe or socket written behind: [`AsyncWrite::poll_write`] appends to a buffer and
+/// wakes the flush task (spawned with it, on the current runtime), which writes everything
+/// buffered at once when it runs: after the tasks that were ready together with the writer.
+/// A write error is kept and returned to every later write; the buffered bytes are dropped.
+/// Dropped, the handle lets the flush task write what is left and end; if the runtime is gone
+/// first, the last owner writes it out itself (waiting at most [`LAST_WRITE_PATIENCE`]).
+pub struct WriteBehind {
+    shared: Arc<Behind>,
+}
+
+struct Behind {
+    fd: AsyncFd<File>,
+    state: Mutex<State>,
+    /// The flush task.
+    flusher: AtomicWaker,
+}
+
+#[derive(Default)]
+struct State {
+    buf: Vec<u8>,
+    /// The first write error: every later write gets it.
+    failed: Option<(io::ErrorKind, String)>,
+    /// The handle was dropped: the flush task ends once the buffer is empty.
+    closed: bool,
+    /// Writers waiting for the buffer to drain (a full buffer, or a shutdown).
+    drained: Vec<Waker>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl WriteBehind {
+    /// Takes a non-blocking file registered with the reactor; spawns the flush task.
+    fn start(fd: AsyncFd<File>) -> Self {
+        let shared = Arc::new(Behind { fd, state: Mutex::new(State::default()), flusher: AtomicWaker::new() });
+        let task = Arc::clone(&shared);
+        tokio::spawn(std::future::poll_fn(move |cx| task.poll_flush_task(cx)));
+        Self { shared }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut state = lock(&self.shared.state);
+        if let Some((kind, msg)) = &state.failed {
+            return Poll::Ready(Err(io::Error::new(*kind, msg.clone())));
+        }
+        if state.buf.len() >= HIGH_WATER {
+            state.drained.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let was_empty = state.buf.is_empty();
+        state.buf.extend_from_slice(data);
+        drop(state);
+        if was_empty {
+            self.shared.flusher.wake();
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    /// Ready once everything written so far is out (or failed).
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = lock(&self.shared.state);
+        if let Some((kind, msg)) = &state.failed {
+            return Poll::Ready(Err(io::Error::new(*kind, msg.clone())));
+        }
+        if state.buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        state.drained.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.flusher.wake();
+    }
+}
+
+impl Behind {
+    /// The flush task: writes the buffer out whenever it holds something; ends when the handle
+    /// is gone and the buffer empty, or at a write error.
+    fn poll_flush_task(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.flusher.register(cx.waker());
+        loop {
+            let mut state = lock(&self.state);
+            if state.failed.is_some() || (state.buf.is_empty() && state.closed) {
+                return Poll::Ready(());
+            }
+            if state.buf.is_empty() {
+                return Poll::Pending;
+            }
+            let mut guard = match self.fd.poll_write_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(err)) => {
+                    state.fail(&err);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            match guard.try_io(|f| f.get_ref().write(&state.buf)) {
+                Ok(Ok(n)) => {
+                    state.buf.drain(..n);
+                    if state.buf.is_empty() {
+                        state.drained.drain(..).for_each(Waker::wake);
+                    }
+                }
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(err)) => {
+                    state.fail(&err);
+                    return Poll::Ready(());
+                }
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl State {
+    fn fail(&mut self, err: &io::Error) {
+        self.failed = Some((err.kind(), err.to_string()));
+        self.buf = Vec::new();
+        self.drained.drain(..).for_each(Waker::wake);
+    }
+}
+
+impl Drop for Behind {
+    /// The runtime ended before the flush task wrote everything: write the rest here.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let mut rest: &[u8] = &state.buf;
+        let deadline = Instant::now() + LAST_WRITE_PATIENCE;
+        while !rest.is_empty() && state.failed.is_none() {
+            match self.fd.get_ref().write(rest) {
+                Ok(0) => return,
+                Ok(n) => rest = &rest[n..],
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !wait_writable(self.fd.get_ref(), left) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Waits until `file` can be written, at most `timeout`.
+fn wait_writable(file: &File, timeout: Duration) -> bool {
+    let mut pfd = nix::libc::pollfd { fd: file.as_raw_fd(), events: nix::libc::POLLOUT, revents: 0 };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: one valid `pollfd` for the duration of the call; `file` keeps the descriptor open.
+    let ready = unsafe { nix::libc::poll(&raw mut pfd, 1, ms) };
+    ready > 0 && pfd.revents & nix::libc::POLLOUT != 0
 }
 
 /// A non-blocking handle on the same pipe or socket as `fd`, registered with the reactor.
@@ -117,17 +291,13 @@ impl AsyncWrite for Output {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Blocking(stdout) => Pin::new(stdout).poll_write(cx, buf),
-            Self::Reactor(fd) => loop {
-                let mut guard = ready!(fd.poll_write_ready(cx))?;
-                match guard.try_io(|f| f.get_ref().write(buf)) {
-                    Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Ok(result) => return Poll::Ready(result),
-                    Err(_would_block) => {}
-                }
-            },
+            Self::Reactor(behind) => behind.poll_write(cx, buf),
         }
     }
 
+    /// Written behind: ready at once (rmcp flushes after every message; waiting here would
+    /// undo the batching). The bytes go out when the flush task runs, before any later wait of
+    /// this runtime sleeps (the flush task is queued to run).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Blocking(stdout) => Pin::new(stdout).poll_flush(cx),
@@ -138,7 +308,7 @@ impl AsyncWrite for Output {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Blocking(stdout) => Pin::new(stdout).poll_shutdown(cx),
-            Self::Reactor(_) => Poll::Ready(Ok(())),
+            Self::Reactor(behind) => behind.poll_drained(cx),
         }
     }
 }
@@ -157,7 +327,7 @@ mod tests {
             None => panic!("a FIFO must be reopened non-blocking"),
         };
         let mut output = match reactor_file(w.as_fd(), true) {
-            Some(f) => Output::Reactor(f),
+            Some(f) => Output::Reactor(WriteBehind::start(f)),
             None => panic!("a FIFO must be reopened non-blocking"),
         };
         output.write_all(b"hello\n").await.expect("write");
@@ -178,6 +348,70 @@ mod tests {
         let mut rest = Vec::new();
         sock_in.read_to_end(&mut rest).await.expect("eof");
         assert!(rest.is_empty());
+    }
+
+    /// Many writes, each flushed, go out in order; dropped with bytes still buffered, the handle's
+    /// flush task writes them out (the reader sees every byte, then end of file).
+    #[tokio::test]
+    async fn output_is_written_behind_in_order_and_survives_the_drop() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
+        drop(w);
+        let mut output = Output::Reactor(WriteBehind::start(file));
+        let mut expected = Vec::new();
+        for i in 0..1000 {
+            let line = format!("{{\"id\":{i}}}\n");
+            output.write_all(line.as_bytes()).await.expect("write");
+            output.flush().await.expect("flush");
+            expected.extend_from_slice(line.as_bytes());
+        }
+        drop(output);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut got = Vec::new();
+            File::from(r).read_to_end(&mut got).map(|_| got)
+        });
+        assert_eq!(reader.await.expect("join").expect("read"), expected);
+    }
+
+    /// More than the pipe and the buffer hold: writers wait for the flush task (the full-buffer
+    /// path) while a reader drains the pipe; every byte arrives, in order.
+    #[tokio::test]
+    async fn a_full_buffer_makes_writers_wait_and_loses_nothing() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
+        drop(w);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut got = Vec::new();
+            File::from(r).read_to_end(&mut got).map(|_| got)
+        });
+        let mut output = Output::Reactor(WriteBehind::start(file));
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let chunk: Vec<u8> = std::iter::repeat_n(b'a' + u8::try_from(i % 26).unwrap_or(0), 1000).collect();
+            output.write_all(&chunk).await.expect("write");
+            expected.extend_from_slice(&chunk);
+        }
+        output.shutdown().await.expect("shutdown waits for the buffer");
+        drop(output);
+        assert_eq!(reader.await.expect("join").expect("read"), expected);
+    }
+
+    /// A reader that went away makes a later write fail (EPIPE), not hang or succeed forever.
+    #[tokio::test]
+    async fn a_closed_reader_fails_later_writes() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
+        drop((r, w));
+        let mut output = Output::Reactor(WriteBehind::start(file));
+        let mut failed = None;
+        for _ in 0..100 {
+            if let Err(err) = output.write_all(b"x\n").await {
+                failed = Some(err);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(failed.map(|e| e.kind()), Some(io::ErrorKind::BrokenPipe));
     }
 
     #[tokio::test]

@@ -109,6 +109,11 @@ pub fn open_migrated(path: &Path) -> Result<Connection> {
 /// own transaction, so two processes starting together cannot both apply one.
 pub fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
     let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    // Up to date (every start but the first): no write lock, no transaction to commit.
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version == known {
+        return Ok(());
+    }
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;

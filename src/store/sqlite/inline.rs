@@ -200,7 +200,7 @@ impl Inline {
 /// timeout is back afterwards either way.
 fn begin_without_waiting(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::ZERO)?;
-    let begun = conn.execute_batch("BEGIN IMMEDIATE");
+    let begun = threads::run_cached(conn, "BEGIN IMMEDIATE");
     let restored = conn.busy_timeout(BUSY_TIMEOUT);
     if begun.is_ok() && restored.is_err() {
         let _ = conn.execute_batch("ROLLBACK");

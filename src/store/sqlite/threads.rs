@@ -187,7 +187,7 @@ pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// Runs `batch` in one transaction and answers every job. Returns what the commit changed, or
 /// `None` if nothing was committed.
 pub fn commit(conn: &Connection, batch: Vec<Box<dyn Job>>, clock: &Clock) -> Option<Effects> {
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(err) = run_cached(conn, "BEGIN IMMEDIATE") {
         abort(conn, batch, &err.into());
         return None;
     }
@@ -197,11 +197,12 @@ pub fn commit(conn: &Connection, batch: Vec<Box<dyn Job>>, clock: &Clock) -> Opt
 /// [`commit`] once `BEGIN IMMEDIATE` succeeded: runs the jobs (each in a savepoint when there
 /// are several), commits, answers every job.
 pub fn commit_begun(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clock) -> Option<Effects> {
+    tracing::trace!(writes = batch.len(), "store batch");
     let single = batch.len() == 1;
     let mut effects = Effects::NONE;
     let mut failure: Option<StoreError> = None;
     for job in &mut batch {
-        if !single && let Err(err) = conn.execute_batch("SAVEPOINT job") {
+        if !single && let Err(err) = run_cached(conn, "SAVEPOINT job") {
             failure = Some(err.into());
             break;
         }
@@ -209,7 +210,7 @@ pub fn commit_begun(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clo
             Some(done) => {
                 effects.tasks |= done.tasks;
                 effects.events |= done.events;
-                if single { Ok(()) } else { conn.execute_batch("RELEASE job") }
+                if single { Ok(()) } else { run_cached(conn, "RELEASE job") }
             }
             None if single => {
                 // Its own error answers it; nothing else was in the transaction.
@@ -233,7 +234,7 @@ pub fn commit_begun(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clo
         abort(conn, batch, &err);
         return None;
     }
-    match conn.execute_batch("COMMIT") {
+    match run_cached(conn, "COMMIT") {
         Ok(()) => {
             batch.into_iter().for_each(|job| job.answer(None));
             Some(effects)
@@ -243,6 +244,12 @@ pub fn commit_begun(conn: &Connection, mut batch: Vec<Box<dyn Job>>, clock: &Clo
             None
         }
     }
+}
+
+/// Runs one statement without results from the connection's statement cache: the transaction
+/// control of every batch, so none of it is parsed again per batch.
+pub fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 pub fn abort(conn: &Connection, batch: Vec<Box<dyn Job>>, err: &StoreError) {
