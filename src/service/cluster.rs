@@ -102,9 +102,12 @@ impl Service {
                 for node in &reaped.declared {
                     warn!(node = %node.name, id = node.id, "declared a silent node dead");
                 }
+                // What this machine's earlier run left of its workers goes before anything runs
+                // again.
                 let mine: Vec<String> = reaped
                     .answered
                     .iter()
+                    .chain(&reaped.rerun)
                     .filter(|(_, name)| *name == member.settings.name)
                     .map(|(id, _)| id.clone())
                     .collect();

@@ -310,6 +310,8 @@ pub struct Reaped {
     pub declared: Vec<NodeId>,
     /// Running actions answered, by the name of the node that ran them.
     pub answered: Vec<(String, String)>,
+    /// Running actions put back to run again (their retries allow it), likewise.
+    pub rerun: Vec<(String, String)>,
     /// Actions given back to the cluster (unstarted, or to be run again).
     pub released: u64,
     pub events: Vec<EventRecord>,

@@ -92,6 +92,7 @@ pub async fn reap(c: &Conn, me: Option<i64>, timeout_ms: i64, now: Millis, verdi
             Verdict::Rerun(stored) => {
                 c.client.execute(&rerun, &[&task_id, &stored.to_string()]).await?;
                 reaped.released += 1;
+                reaped.rerun.push((task_id, name));
             }
         }
     }

@@ -124,6 +124,7 @@ async fn a_rerun_verdict_puts_the_action_back_with_its_new_record() {
     };
     let reaped = b.reap(Duration::from_millis(200), &rerun).await.unwrap();
     assert_eq!((reaped.answered.len(), reaped.released), (0, 1));
+    assert_eq!(reaped.rerun, [("r".to_owned(), "a".to_owned())]);
     let claimed = b.claim(1).await.unwrap();
     assert_eq!(ids(&claimed), ["r"]);
     assert_eq!(claimed[0].1["failedAttempts"], json!(["interrupted"]));
