@@ -154,8 +154,11 @@ impl Service {
             return Ok(Cancel::Cancelling);
         }
         if let Some(member) = &self.cluster {
-            let error = WorkerError::new(ErrorKind::Cancelled, "the action was cancelled before it started", false);
-            let unclaimed = WorkerResult::failure(task_id, Origin { line: None, index: 0 }, error);
+            let id = task_id.to_owned();
+            let unclaimed = move |stored: &Value| {
+                let error = WorkerError::new(ErrorKind::Cancelled, "the action was cancelled before it started", false);
+                WorkerResult::failure(id.clone(), stored_origin(stored), error)
+            };
             return Ok(match member.cluster.cancel(task_id, &unclaimed).await? {
                 crate::store::ClusterCancel::Unknown => Cancel::Unknown,
                 crate::store::ClusterCancel::Finished => Cancel::Finished,

@@ -35,7 +35,7 @@ pub use postgres::{PgConfig, PgStore};
 pub use sqlite::{Mode as SqliteMode, SqliteStore};
 pub use types::{
     ActionRecord, ActionState, ClusterCancel, ClusterStatus, Counts, EventKind, EventRecord, NodeId, Reaped, Recovery,
-    SubmitOutcome, SweepReport, Task, TaskState, Unfinished, Verdict, VerdictFn,
+    SubmitOutcome, SweepReport, Task, TaskState, UnclaimedFn, Unfinished, Verdict, VerdictFn,
 };
 
 use crate::protocol::WorkerResult;
@@ -204,9 +204,10 @@ pub trait Cluster: Send + Sync + 'static {
     async fn hand_back(&self) -> Result<u64>;
     /// Marks this node departed (after its running workers finished).
     async fn leave(&self) -> Result<()>;
-    /// Cancels `task_id` wherever it is: nobody holds it yet → answered `unclaimed` (kind
-    /// `cancelled`) here; another node holds it → that node is asked.
-    async fn cancel(&self, task_id: &str, unclaimed: &WorkerResult) -> Result<ClusterCancel>;
+    /// Cancels `task_id` wherever it is: nobody holds it yet → answered here with `unclaimed`'s
+    /// result (kind `cancelled`) for what `accept` stored; another node holds it → that node is
+    /// asked.
+    async fn cancel(&self, task_id: &str, unclaimed: &UnclaimedFn) -> Result<ClusterCancel>;
     /// The cancels other nodes asked of this one (each returned once).
     async fn cancels(&self) -> Result<Vec<String>>;
     /// Wakes when another node asks this one to cancel something.

@@ -303,6 +303,9 @@ pub fn with_failed_attempt(mut stored: Value, kind: &str) -> Value {
 /// How a reaper decides a dead node's running action: (task id, what `accept` stored).
 pub type VerdictFn = dyn for<'a, 'b> Fn(&'a str, &'b Value) -> Verdict + Sync;
 
+/// The answer of an action cancelled before any node held it, from what `accept` stored.
+pub type UnclaimedFn = dyn for<'a> Fn(&'a Value) -> WorkerResult + Sync;
+
 /// What [`Cluster::reap`](super::Cluster::reap) did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Reaped {

@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::journal::{fence_node, result_event};
 use super::pool::Conn;
-use crate::protocol::WorkerResult;
 use crate::store::types::result_value;
-use crate::store::{ClusterCancel, ClusterStatus, Millis, NodeId, Reaped, Result, StoreError, Verdict, VerdictFn};
+use crate::store::{
+    ClusterCancel, ClusterStatus, Millis, NodeId, Reaped, Result, StoreError, UnclaimedFn, Verdict, VerdictFn,
+};
 
 /// Registers a new incarnation of `name`; the caller holds `name`'s lock, so incarnations of it
 /// still marked alive are gone: they are declared dead here (their actions are settled by the
@@ -144,10 +145,10 @@ pub async fn leave(c: &Conn, node: i64) -> Result<()> {
     Ok(())
 }
 
-pub async fn cancel(c: &Conn, task_id: &str, unclaimed: &WorkerResult, now: Millis) -> Result<ClusterCancel> {
+pub async fn cancel(c: &Conn, task_id: &str, unclaimed: &UnclaimedFn, now: Millis) -> Result<ClusterCancel> {
     let select = c
         .prepare(
-            "SELECT state, node IS NULL, coalesce((SELECT name FROM nodes WHERE nodes.id = actions.node), '')
+            "SELECT state, node IS NULL, coalesce((SELECT name FROM nodes WHERE nodes.id = actions.node), ''), action
              FROM actions WHERE task_id = $1 FOR UPDATE",
         )
         .await?;
@@ -157,7 +158,8 @@ pub async fn cancel(c: &Conn, task_id: &str, unclaimed: &WorkerResult, now: Mill
         return Ok(ClusterCancel::Finished);
     }
     if state == "accepted" && unheld {
-        let data = result_value(unclaimed)?;
+        let stored: Value = serde_json::from_str(&row.try_get::<_, String>(3)?).unwrap_or(Value::Null);
+        let data = result_value(&unclaimed(&stored))?;
         let answer =
             c.prepare("UPDATE actions SET state = 'done', result = $2, finished_ms = $3 WHERE task_id = $1").await?;
         c.client.execute(&answer, &[&task_id, &data.to_string(), &now]).await?;

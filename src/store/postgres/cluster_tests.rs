@@ -166,8 +166,12 @@ async fn cancels_reach_the_holder_or_answer_what_nobody_holds() {
     let (a, b) = (node(&h, "a").await, node(&h, "b").await);
     accept(&a, &["held", "free"]).await;
     assert_eq!(ids(&a.claim(1).await.unwrap()), ["held"]);
-    let cancelled = |id: &str| {
-        WorkerResult::failure(id, Origin::default(), WorkerError::new(ErrorKind::Cancelled, "cancelled", false))
+    let cancelled = |id: &'static str| {
+        move |stored: &Value| {
+            let index = stored["index"].as_u64().unwrap_or(99) as usize;
+            let origin = Origin { line: None, index };
+            WorkerResult::failure(id, origin, WorkerError::new(ErrorKind::Cancelled, "cancelled", false))
+        }
     };
     let mut asked = a.cancel_changes();
     assert_eq!(b.cancel("held", &cancelled("held")).await.unwrap(), ClusterCancel::Asked("a".into()));
@@ -176,7 +180,8 @@ async fn cancels_reach_the_holder_or_answer_what_nobody_holds() {
     assert!(a.cancels().await.unwrap().is_empty(), "each cancel is handed over once");
     assert!(b.cancels().await.unwrap().is_empty());
     assert!(matches!(b.cancel("free", &cancelled("free")).await.unwrap(), ClusterCancel::Answered(Some(_))));
-    assert_eq!(a.action("free").await.unwrap().unwrap().result.unwrap()["error"]["kind"], "cancelled");
+    let answered = a.action("free").await.unwrap().unwrap().result.unwrap();
+    assert_eq!((&answered["error"]["kind"], &answered["index"]), (&json!("cancelled"), &json!(1)), "{answered}");
     assert!(a.claim(5).await.unwrap().is_empty(), "an answered action is not handed out");
     assert_eq!(b.cancel("free", &cancelled("free")).await.unwrap(), ClusterCancel::Finished);
     assert_eq!(b.cancel("nope", &cancelled("nope")).await.unwrap(), ClusterCancel::Unknown);

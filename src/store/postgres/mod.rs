@@ -40,8 +40,8 @@ use super::changes::{ChangeFeed, Demand};
 use super::clock::millis;
 use super::{
     ActionRecord, Changes, Clock, Cluster, ClusterCancel, ClusterStatus, Counts, EventRecord, Journal, Ledger, Millis,
-    NodeId, QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, Unfinished,
-    VerdictFn,
+    NodeId, QueueStore, Reaped, Recovery, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState, UnclaimedFn,
+    Unfinished, VerdictFn,
 };
 use crate::protocol::WorkerResult;
 
@@ -445,7 +445,7 @@ impl Cluster for PgStore {
         in_tx!(self, Wakes::Nothing, |c, _now| cluster::leave(c, node).await?)
     }
 
-    async fn cancel(&self, task_id: &str, unclaimed: &WorkerResult) -> Result<ClusterCancel> {
+    async fn cancel(&self, task_id: &str, unclaimed: &UnclaimedFn) -> Result<ClusterCancel> {
         let outcome = in_tx!(self, Wakes::Nothing, |c, now| {
             let outcome = cluster::cancel(c, task_id, unclaimed, now).await?;
             match outcome {
