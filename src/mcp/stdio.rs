@@ -129,6 +129,12 @@ impl WriteBehind {
         Poll::Ready(Ok(data.len()))
     }
 
+    /// Appends all of `data` (or nothing, while the buffer is full): one message stays whole
+    /// even when several writers share the handle.
+    pub(super) fn poll_write_all(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<()>> {
+        self.poll_write(cx, data).map_ok(drop)
+    }
+
     /// Ready once everything written so far is out (or failed).
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = lock(&self.shared.state);
@@ -311,6 +317,13 @@ impl AsyncWrite for Output {
             Self::Reactor(behind) => behind.poll_drained(cx),
         }
     }
+}
+
+/// The writing end of a pipe as a server's output, written behind (for tests).
+#[cfg(test)]
+pub(super) fn test_output(fd: OwnedFd) -> Output {
+    let Some(file) = reactor_file(fd.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
+    Output::Reactor(WriteBehind::start(file))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use hub::{Queue, QueueConfig};
 pub use server::QueueServer;
 
+use crate::mcp::transport::LineTransport;
 use crate::store::{QueueStore, SqliteMode, StoreLocation};
 
 /// How the queue runs: the hand-out rules, and the demo source's interval (`None`: no demo tasks).
@@ -60,7 +61,7 @@ pub async fn run_stdio(location: &StoreLocation, settings: &QueueSettings) -> an
     // End of stdin cancels `shutdown` at once, so waiting polls end (and release what they
     // hold) instead of keeping the process alive until rmcp's drain timeout.
     let (stdin, stdout) = crate::mcp::stdio::stdio();
-    let transport = (EofCancels { inner: stdin, token: shutdown.clone() }, stdout);
+    let transport = LineTransport::new(EofCancels { inner: stdin, token: shutdown.clone() }, stdout);
     let service = match QueueServer::new(queue).serve_with_ct(transport, shutdown.child_token()).await {
         Ok(service) => service,
         Err(

@@ -44,7 +44,7 @@ pub async fn run_stdio(settings: TelegramSettings) -> anyhow::Result<std::proces
     if !api.has_token() {
         tracing::warn!("{TOKEN_VAR} is not set: every tool call will fail until it is");
     }
-    let service = TelegramServer::new(api).serve(crate::mcp::stdio::stdio()).await?;
+    let service = TelegramServer::new(api).serve(crate::mcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -67,8 +67,7 @@ pub async fn run_stdio(daemon: Arc<DaemonSettings>, settings: &WorkersSettings) 
         max_depth = settings.max_depth,
         "workers server on stdio"
     );
-    let (stdin, stdout) = crate::mcp::stdio::stdio();
-    let outcome = match server.serve_with_ct((stdin, stdout), shutdown.child_token()).await {
+    let outcome = match server.serve_with_ct(crate::mcp::transport::stdio(), shutdown.child_token()).await {
         Ok(service) => {
             let reason = service.waiting().await;
             tracing::debug!(?reason, "stdio closed");
