@@ -33,57 +33,8 @@ command -v valgrind >/dev/null || { echo "hot-functions: valgrind is needed (apt
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-record() {  # record BINARY: appends the functions it ran to $work/names
-  python3 - "$1" "$work" <<'PY'
-import json, os, subprocess, sys, tempfile
-bin_, work = sys.argv[1], sys.argv[2]
-
-def session(args, calls):
-    data = tempfile.mkdtemp(dir=work)
-    out = os.path.join(work, f"callgrind.{args[1]}.out")
-    env = dict(os.environ, MCP_WORKERS_DATA_DIR=data, RUST_LOG="warn")
-    env.pop("TELEGRAM_BOT_TOKEN", None)
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}", bin_] + args,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    ids = iter(range(1, 1 << 30))
-    def call(method, params=None):
-        msg = {"jsonrpc": "2.0", "id": next(ids), "method": method}
-        if params is not None:
-            msg["params"] = params
-        p.stdin.write((json.dumps(msg) + "\n").encode()); p.stdin.flush()
-        reply = json.loads(p.stdout.readline())
-        assert "result" in reply, reply
-        return reply["result"]
-    def tool(name, **arguments):
-        text = call("tools/call", {"name": name, "arguments": arguments})["content"][0]["text"]
-        try:
-            return json.loads(text)
-        except ValueError:
-            return {"text": text}
-    call("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hot-functions", "version": "1"}})
-    p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'); p.stdin.flush()
-    call("tools/list")
-    calls(tool)
-    p.stdin.close()
-    p.wait()
-    return out
-
-def queue(tool):
-    for _ in range(20):
-        worker = tool("worker_create")["worker_id"]
-    for _ in range(10):
-        task = tool("worker_poll", worker_id=worker)
-        if "task_id" in task:
-            tool("worker_submit", worker_id=worker, task_id=task["task_id"], response="done")
-
-def telegram(tool):
-    for _ in range(20):
-        tool("tg_get_chat", chat_id="@example")
-
-for args, calls in ((["mcp", "queue", "--demo-tasks", "--demo-interval", "50ms", "--timeout", "5"], queue),
-                    (["mcp", "telegram"], telegram)):
-    print(session(args, calls))
-PY
+record() {  # record BINARY: prints the callgrind profiles of its sessions (scripts/callgrind_stdio.py)
+  python3 scripts/callgrind_stdio.py record "$1" "$work"
 }
 
 names() {  # names PROFILE-OUTPUT: the binary's functions that ran, costliest first
