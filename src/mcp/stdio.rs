@@ -327,6 +327,13 @@ impl AsyncWrite for Output {
     }
 }
 
+/// The reading end of a pipe as a server's input, on the reactor (for tests).
+#[cfg(test)]
+pub(super) fn test_input(fd: OwnedFd) -> Input {
+    let Some(file) = reactor_file(fd.as_fd(), false) else { panic!("a FIFO must be reopened non-blocking") };
+    Input::Reactor(file)
+}
+
 /// The writing end of a pipe as a server's output, written behind (for tests).
 #[cfg(test)]
 pub(super) fn test_output(fd: OwnedFd) -> Output {

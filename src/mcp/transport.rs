@@ -23,9 +23,11 @@ use std::borrow::Cow;
 use std::io;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use rmcp::RoleServer;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientRequest, ErrorData, JsonObject, JsonRpcMessage, Request, RequestId,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData, JsonObject, JsonRpcMessage,
+    Request, RequestId, ServerResult,
 };
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::async_rw::{DEFAULT_MAX_LINE_LENGTH, JsonRpcMessageCodec, JsonRpcMessageCodecError};
@@ -34,6 +36,17 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio_util::codec::Decoder;
 
 use super::stdio::{Input, Output, WriteBehind};
+
+/// Tools a server answers without rmcp's service loop (the direct lane; see [`LineTransport::with_direct`]).
+pub trait DirectTools: Send + Sync + 'static {
+    /// Whether a call of `name` goes the direct lane.
+    fn handles(&self, name: &str) -> bool;
+    /// The answer to a call of a tool it [`handles`](Self::handles).
+    fn call(&self, name: &str, arguments: Option<JsonObject>) -> BoxFuture<'static, Result<CallToolResult, ErrorData>>;
+}
+
+/// How long closing waits for direct calls still running (their answers are written).
+const DIRECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A line-delimited JSON-RPC transport for an MCP server (see the module's documentation).
 pub struct LineTransport<R> {
@@ -44,6 +57,11 @@ pub struct LineTransport<R> {
     discarding: bool,
     out: Arc<Sink>,
     generic: JsonRpcMessageCodec<RxJsonRpcMessage<RoleServer>>,
+    direct: Option<Arc<dyn DirectTools>>,
+    /// The session negotiated a protocol with the `initialize` lifecycle (before 2026-07-28),
+    /// in which a plain call needs nothing of the session: the direct lane is open.
+    lane_open: bool,
+    running: tokio_util::task::TaskTracker,
 }
 
 /// Where replies go; shared by every `send` future. Dropped with the last of them.
@@ -75,7 +93,23 @@ impl<R: AsyncRead + Unpin + Send> LineTransport<R> {
             discarding: false,
             out: Arc::new(out),
             generic: JsonRpcMessageCodec::default(),
+            direct: None,
+            lane_open: false,
+            running: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Answers plain calls of `tools`' tools itself, without rmcp's service loop: the call is
+    /// read as for the fast path, run on a task of its own, and its answer serialised as rmcp
+    /// serialises a `call_tool` result (a `CallToolResult`, or the error). Only once the
+    /// session negotiated a protocol version with the `initialize` lifecycle, where rmcp does
+    /// nothing more for such a call than dispatch it (no request `_meta` to check; the call has
+    /// none); until then, and for everything else, rmcp serves. What a direct call forgoes is
+    /// `notifications/cancelled` (rmcp would cancel a token these tools do not look at) and
+    /// rmcp's per-request tracing span. Closing waits for running calls (at most 10 s).
+    pub fn with_direct(mut self, tools: Arc<dyn DirectTools>) -> Self {
+        self.direct = Some(tools);
+        self
     }
 
     /// The next whole line into `self.line` (with its newline), bounded by `max_line`.
@@ -132,8 +166,8 @@ impl<R> LineTransport<R> {
     /// The message a line holds; `Ok(None)` for nothing to deliver (not JSON, or a notification
     /// rmcp ignores).
     fn parse(&mut self, line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, NotAMessage> {
-        if let Some(message) = fast_tool_call(line) {
-            return Ok(Some(message));
+        if let Some(call) = PlainToolCall::read(line) {
+            return Ok(self.direct_or(call));
         }
         let mut buf = tokio_util::bytes::BytesMut::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
@@ -158,14 +192,51 @@ impl<R> LineTransport<R> {
     }
 }
 
+impl<R> LineTransport<R> {
+    /// Runs `call` on the direct lane if it is open and takes the tool; else the message for rmcp.
+    fn direct_or(&self, call: PlainToolCall<'_>) -> Option<RxJsonRpcMessage<RoleServer>> {
+        let tools = match &self.direct {
+            Some(tools) if self.lane_open && tools.handles(&call.params.name) => tools,
+            _ => return Some(call.into_message()),
+        };
+        let answer = tools.call(&call.params.name, call.params.arguments);
+        let (out, id) = (Arc::clone(&self.out), call.id);
+        self.running.spawn(async move {
+            let reply = match answer.await {
+                Ok(result) => {
+                    // What rmcp's `handle_request` does to a result for such a session.
+                    let mut result = ServerResult::CallToolResult(result);
+                    result.strip_result_type_for_legacy_peer();
+                    TxJsonRpcMessage::<RoleServer>::response(result, id)
+                }
+                Err(error) => TxJsonRpcMessage::<RoleServer>::error(error, Some(id)),
+            };
+            if let Err(err) = out.write(&line_of(&reply).unwrap_or_default()).await {
+                tracing::debug!("cannot write a direct call's answer: {err}");
+            }
+        });
+        None
+    }
+}
+
+/// A message as one line, newline included.
+fn line_of(message: &TxJsonRpcMessage<RoleServer>) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(message).map(|mut bytes| {
+        bytes.push(b'\n');
+        bytes
+    })
+}
+
 impl<R: AsyncRead + Unpin + Send> rmcp::transport::Transport<RoleServer> for LineTransport<R> {
     type Error = io::Error;
 
     fn send(&mut self, item: TxJsonRpcMessage<RoleServer>) -> impl Future<Output = io::Result<()>> + Send + 'static {
-        let bytes = serde_json::to_vec(&item).map(|mut bytes| {
-            bytes.push(b'\n');
-            bytes
-        });
+        if let JsonRpcMessage::Response(response) = &item
+            && let ServerResult::InitializeResult(init) = &response.result
+        {
+            self.lane_open = init.protocol_version.has_initialize();
+        }
+        let bytes = line_of(&item);
         let out = Arc::clone(&self.out);
         async move { out.write(&bytes?).await }
     }
@@ -206,6 +277,10 @@ impl<R: AsyncRead + Unpin + Send> rmcp::transport::Transport<RoleServer> for Lin
     }
 
     async fn close(&mut self) -> io::Result<()> {
+        self.running.close();
+        if tokio::time::timeout(DIRECT_PATIENCE, self.running.wait()).await.is_err() {
+            tracing::warn!(calls = self.running.len(), "direct calls still running at close; not waiting longer");
+        }
         if let Sink::Blocking(stdout) = &*self.out {
             drop(stdout.lock().await.take());
         }
@@ -256,16 +331,25 @@ struct PlainToolCallParams {
     arguments: Option<JsonObject>,
 }
 
-/// The message a plain `tools/call` line is, or `None` for every other line.
-fn fast_tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
-    let call: PlainToolCall<'_> = serde_json::from_slice(line).ok()?;
-    if call.jsonrpc != "2.0" || call.method != "tools/call" {
-        return None;
+impl<'a> PlainToolCall<'a> {
+    /// A plain `tools/call` line, or `None` for every other line.
+    fn read(line: &'a [u8]) -> Option<Self> {
+        let call: Self = serde_json::from_slice(line).ok()?;
+        (call.jsonrpc == "2.0" && call.method == "tools/call").then_some(call)
     }
-    let mut params = CallToolRequestParams::new(call.params.name);
-    params.arguments = call.params.arguments;
-    let request: CallToolRequest = Request::new(params);
-    Some(JsonRpcMessage::request(ClientRequest::CallToolRequest(request), call.id))
+
+    /// The message rmcp's own parser makes of the line.
+    fn into_message(self) -> RxJsonRpcMessage<RoleServer> {
+        let mut params = CallToolRequestParams::new(self.params.name);
+        params.arguments = self.params.arguments;
+        let request: CallToolRequest = Request::new(params);
+        JsonRpcMessage::request(ClientRequest::CallToolRequest(request), self.id)
+    }
+}
+
+#[cfg(test)]
+fn fast_tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
+    PlainToolCall::read(line).map(PlainToolCall::into_message)
 }
 
 #[cfg(test)]
@@ -313,6 +397,126 @@ mod tests {
         for line in other {
             assert!(fast_tool_call(line.as_bytes()).is_none(), "the fast path must leave {line} to rmcp");
         }
+    }
+
+    /// Counts the calls that went the direct lane.
+    struct Counting(crate::mcp::queue::QueueServer, std::sync::atomic::AtomicUsize);
+
+    impl DirectTools for Counting {
+        fn handles(&self, name: &str) -> bool {
+            self.0.handles(name)
+        }
+
+        fn call(
+            &self,
+            name: &str,
+            arguments: Option<JsonObject>,
+        ) -> BoxFuture<'static, Result<CallToolResult, ErrorData>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.call(name, arguments)
+        }
+    }
+
+    /// A queue server on a fresh store over pipes, driven as a client drives it (the calls only
+    /// after the `initialize` answer): the replies to `calls`, by id, with worker ids made
+    /// alike; and how many calls went the direct lane.
+    async fn queue_session(direct: bool, calls: &[&str]) -> (Vec<(String, String)>, usize) {
+        use rmcp::ServiceExt;
+        use std::io::{BufRead, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(crate::store::SqliteStore::open(dir.path()).expect("store"));
+        let queue = crate::mcp::queue::Queue::start(
+            store,
+            crate::mcp::queue::QueueConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let server = crate::mcp::queue::QueueServer::new(queue);
+        let counting = Arc::new(Counting(server.clone(), std::sync::atomic::AtomicUsize::new(0)));
+        let (in_r, in_w) = nix::unistd::pipe().expect("pipe");
+        let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+        let mut transport =
+            LineTransport::new(crate::mcp::stdio::test_input(in_r), crate::mcp::stdio::test_output(out_w));
+        if direct {
+            transport = transport.with_direct(Arc::clone(&counting) as Arc<dyn DirectTools>);
+        }
+        let mut client_in = std::fs::File::from(in_w);
+        writeln!(
+            client_in,
+            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
+        )
+        .expect("write");
+        let service = tokio::spawn(async move { server.serve(transport).await.expect("handshake").waiting().await });
+        let n = calls.len();
+        let lines: Vec<String> = calls.iter().map(|c| (*c).to_string()).collect();
+        let replies = tokio::task::spawn_blocking(move || {
+            let mut out = std::io::BufReader::new(std::fs::File::from(out_r));
+            let mut line = String::new();
+            out.read_line(&mut line).expect("the initialize answer");
+            writeln!(client_in, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).expect("write");
+            for call in &lines {
+                writeln!(client_in, "{call}").expect("write");
+            }
+            let mut replies = Vec::new();
+            for _ in 0..n {
+                line.clear();
+                out.read_line(&mut line).expect("a reply");
+                replies.push(line.clone());
+            }
+            drop(client_in);
+            replies
+        })
+        .await
+        .expect("join");
+        service.await.expect("join").ok();
+        let mut by_id: Vec<(String, String)> = replies
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).expect("a reply is JSON");
+                (v["id"].to_string(), alike_worker_ids(r.trim_end()))
+            })
+            .collect();
+        by_id.sort();
+        (by_id, counting.1.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// `worker_<digits>_<9 chars>` made alike.
+    fn alike_worker_ids(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("worker_") {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at + 7..];
+            let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 && tail.as_bytes().get(digits) == Some(&b'_') && tail.len() >= digits + 10 {
+                out.push_str("worker_ID");
+                rest = &tail[digits + 10..];
+            } else {
+                out.push_str("worker_");
+                rest = tail;
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Over the direct lane the queue answers byte for byte what it answers through rmcp; plain
+    /// calls of `worker_create` and `worker_submit` take it, a call with `_meta`, `worker_poll`
+    /// and an unknown tool do not.
+    #[tokio::test]
+    async fn the_direct_lane_answers_what_rmcp_answers() {
+        let calls = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"worker_create","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"worker_submit","arguments":{"worker_id":"w"}}}"#,
+            r#"{"jsonrpc":"2.0","id":"s","method":"tools/call","params":{"name":"worker_submit","arguments":{"worker_id":"worker_1_abcdefghi","task_id":"t","response":"r"}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"worker_create","arguments":{},"_meta":{"progressToken":1}}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"worker_poll","arguments":{"worker_id":7}}}"#,
+            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"nope","arguments":{}}}"#,
+        ];
+        let (through_rmcp, none) = queue_session(false, &calls).await;
+        let (direct, taken) = queue_session(true, &calls).await;
+        assert_eq!((none, taken), (0, 3));
+        assert_eq!(direct, through_rmcp);
+        assert!(direct.iter().any(|(_, r)| r.contains("worker_ID")), "{direct:?}");
     }
 
     async fn transport_over(input: &'static [u8], max_line: usize) -> (Vec<String>, String) {

@@ -61,8 +61,10 @@ pub async fn run_stdio(location: &StoreLocation, settings: &QueueSettings) -> an
     // End of stdin cancels `shutdown` at once, so waiting polls end (and release what they
     // hold) instead of keeping the process alive until rmcp's drain timeout.
     let (stdin, stdout) = crate::mcp::stdio::stdio();
-    let transport = LineTransport::new(EofCancels { inner: stdin, token: shutdown.clone() }, stdout);
-    let service = match QueueServer::new(queue).serve_with_ct(transport, shutdown.child_token()).await {
+    let server = QueueServer::new(queue);
+    let transport = LineTransport::new(EofCancels { inner: stdin, token: shutdown.clone() }, stdout)
+        .with_direct(Arc::new(server.clone()));
+    let service = match server.serve_with_ct(transport, shutdown.child_token()).await {
         Ok(service) => service,
         Err(
             rmcp::service::ServerInitializeError::ConnectionClosed(_) | rmcp::service::ServerInitializeError::Cancelled,

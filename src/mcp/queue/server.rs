@@ -12,9 +12,12 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
+use futures_util::future::BoxFuture;
+
 use super::hub::{PollOutcome, Queue, QueueError};
 use super::replies;
 use crate::mcp::ticker::ProgressTicker;
+use crate::mcp::transport::DirectTools;
 use crate::store::SubmitOutcome;
 
 /// The server handed to a transport: cheap to clone, all state in the shared [`Queue`].
@@ -213,6 +216,25 @@ impl QueueServer {
                 format!("Task with ID {task_id} was given up after too many attempts."),
             ),
         })
+    }
+}
+
+/// `worker_create` and `worker_submit` need nothing of the MCP session (no progress, no
+/// cancellation: each is one store write), so over stdio they skip rmcp's service loop
+/// (`LineTransport::with_direct`); `worker_poll` waits, reports progress and can be cancelled,
+/// so it stays with rmcp. Both lanes run the same functions.
+impl DirectTools for QueueServer {
+    fn handles(&self, name: &str) -> bool {
+        matches!(name, "worker_create" | "worker_submit")
+    }
+
+    fn call(&self, name: &str, arguments: Option<JsonObject>) -> BoxFuture<'static, Result<CallToolResult, McpError>> {
+        let server = self.clone();
+        if name == "worker_create" {
+            Box::pin(async move { server.worker_create().await })
+        } else {
+            Box::pin(async move { server.worker_submit(arguments.as_ref()).await })
+        }
     }
 }
 
