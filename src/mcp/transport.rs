@@ -26,14 +26,15 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use rmcp::RoleServer;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData, JsonObject, JsonRpcMessage,
-    Request, RequestId, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientNotification, ClientRequest, ErrorData, JsonObject,
+    JsonRpcMessage, Request, RequestId, ServerResult,
 };
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::async_rw::{DEFAULT_MAX_LINE_LENGTH, JsonRpcMessageCodec, JsonRpcMessageCodecError};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use super::stdio::{Input, Output, WriteBehind};
 
@@ -41,8 +42,15 @@ use super::stdio::{Input, Output, WriteBehind};
 pub trait DirectTools: Send + Sync + 'static {
     /// Whether a call of `name` goes the direct lane.
     fn handles(&self, name: &str) -> bool;
-    /// The answer to a call of a tool it [`handles`](Self::handles).
-    fn call(&self, name: &str, arguments: Option<JsonObject>) -> BoxFuture<'static, Result<CallToolResult, ErrorData>>;
+    /// The answer to a call of a tool it [`handles`](Self::handles). `cancelled` fires when the
+    /// client sends `notifications/cancelled` for the call (or the session ends); the call still
+    /// answers, as it would through rmcp.
+    fn call(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+        cancelled: CancellationToken,
+    ) -> BoxFuture<'static, Result<CallToolResult, ErrorData>>;
 }
 
 /// How long closing waits for direct calls still running (their answers are written).
@@ -62,6 +70,16 @@ pub struct LineTransport<R> {
     /// in which a plain call needs nothing of the session: the direct lane is open.
     lane_open: bool,
     running: tokio_util::task::TaskTracker,
+    /// The direct calls running, by request id: what `notifications/cancelled` cancels.
+    cancels: Arc<std::sync::Mutex<Cancels>>,
+}
+
+/// Running direct calls' tokens by request id, each with the number of its call (a later call
+/// under an id still in use takes the id over, as in rmcp's own table).
+#[derive(Default)]
+struct Cancels {
+    calls: std::collections::HashMap<RequestId, (u64, CancellationToken)>,
+    next: u64,
 }
 
 /// Where replies go; shared by every `send` future. Dropped with the last of them.
@@ -96,6 +114,7 @@ impl<R: AsyncRead + Unpin + Send> LineTransport<R> {
             direct: None,
             lane_open: false,
             running: tokio_util::task::TaskTracker::new(),
+            cancels: Arc::default(),
         }
     }
 
@@ -173,7 +192,18 @@ impl<R> LineTransport<R> {
         buf.extend_from_slice(line);
         buf.extend_from_slice(b"\n");
         match self.generic.decode(&mut buf) {
-            Ok(message) => Ok(message),
+            Ok(message) => {
+                if let Some(JsonRpcMessage::Notification(note)) = &message
+                    && let ClientNotification::CancelledNotification(cancelled) = &note.notification
+                    && let Some(id) = &cancelled.params.request_id
+                    && let Some((_, token)) = lock(&self.cancels).calls.remove(id)
+                {
+                    // A direct call (rmcp does not know it, and ignores the notification): it
+                    // ends, unanswered, as rmcp leaves a call the client cancelled.
+                    token.cancel();
+                }
+                Ok(message)
+            }
             Err(JsonRpcMessageCodecError::Serde(err)) => match err.classify() {
                 serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                     tracing::debug!("ignoring a line that is not JSON: {err}");
@@ -199,9 +229,19 @@ impl<R> LineTransport<R> {
             Some(tools) if self.lane_open && tools.handles(&call.params.name) => tools,
             _ => return Some(call.into_message()),
         };
-        let answer = tools.call(&call.params.name, call.params.arguments);
+        let cancelled = CancellationToken::new();
+        let answer = tools.call(&call.params.name, call.params.arguments, cancelled.clone());
         let (out, id) = (Arc::clone(&self.out), call.id);
+        let cancels = Arc::clone(&self.cancels);
+        let number = {
+            let mut table = lock(&cancels);
+            table.next += 1;
+            let number = table.next;
+            table.calls.insert(id.clone(), (number, cancelled));
+            number
+        };
         self.running.spawn(async move {
+            let forget = Forget { cancels, id: id.clone(), number };
             let reply = match answer.await {
                 Ok(result) => {
                     // What rmcp's `handle_request` does to a result for such a session.
@@ -211,11 +251,43 @@ impl<R> LineTransport<R> {
                 }
                 Err(error) => TxJsonRpcMessage::<RoleServer>::error(error, Some(id)),
             };
+            if !forget.still_asked() {
+                tracing::debug!("a direct call the client cancelled ended; no answer, as through rmcp");
+                return;
+            }
+            drop(forget);
             if let Err(err) = out.write(&line_of(&reply).unwrap_or_default()).await {
                 tracing::debug!("cannot write a direct call's answer: {err}");
             }
         });
         None
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes a finished direct call's token, unless a later call took its id over.
+struct Forget {
+    cancels: Arc<std::sync::Mutex<Cancels>>,
+    id: RequestId,
+    number: u64,
+}
+
+impl Forget {
+    /// Whether the client still waits for the answer (no `notifications/cancelled` came for it).
+    fn still_asked(&self) -> bool {
+        lock(&self.cancels).calls.get(&self.id).is_some_and(|(number, _)| *number == self.number)
+    }
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let mut table = lock(&self.cancels);
+        if table.calls.get(&self.id).is_some_and(|(number, _)| *number == self.number) {
+            table.calls.remove(&self.id);
+        }
     }
 }
 
@@ -277,6 +349,9 @@ impl<R: AsyncRead + Unpin + Send> rmcp::transport::Transport<RoleServer> for Lin
     }
 
     async fn close(&mut self) -> io::Result<()> {
+        // The session is over, as rmcp cancels its own calls then: running direct calls end
+        // (each still writes its answer, for a reader that is still there).
+        lock(&self.cancels).calls.values().for_each(|(_, token)| token.cancel());
         self.running.close();
         if tokio::time::timeout(DIRECT_PATIENCE, self.running.wait()).await.is_err() {
             tracing::warn!(calls = self.running.len(), "direct calls still running at close; not waiting longer");
@@ -411,9 +486,10 @@ mod tests {
             &self,
             name: &str,
             arguments: Option<JsonObject>,
+            cancelled: CancellationToken,
         ) -> BoxFuture<'static, Result<CallToolResult, ErrorData>> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.0.call(name, arguments)
+            self.0.call(name, arguments, cancelled)
         }
     }
 
@@ -421,6 +497,9 @@ mod tests {
     /// after the `initialize` answer): the replies to `calls`, by id, with worker ids made
     /// alike; and how many calls went the direct lane.
     async fn queue_session(direct: bool, calls: &[&str]) -> (Vec<(String, String)>, usize) {
+        // One reply per request, except for a request the client cancels.
+        let replies_expected = calls.iter().filter(|c| c.contains("\"id\"")).count()
+            - calls.iter().filter(|c| c.contains("notifications/cancelled")).count();
         use rmcp::ServiceExt;
         use std::io::{BufRead, Write};
         let dir = tempfile::tempdir().expect("tempdir");
@@ -430,6 +509,9 @@ mod tests {
             crate::mcp::queue::QueueConfig::default(),
             tokio_util::sync::CancellationToken::new(),
         );
+        // A worker known before the session: `WORKER` in a call stands for its id.
+        let worker = queue.create_worker().await.expect("a worker");
+        let calls: Vec<String> = calls.iter().map(|c| c.replace("WORKER", &worker)).collect();
         let server = crate::mcp::queue::QueueServer::new(queue);
         let counting = Arc::new(Counting(server.clone(), std::sync::atomic::AtomicUsize::new(0)));
         let (in_r, in_w) = nix::unistd::pipe().expect("pipe");
@@ -446,8 +528,8 @@ mod tests {
         )
         .expect("write");
         let service = tokio::spawn(async move { server.serve(transport).await.expect("handshake").waiting().await });
-        let n = calls.len();
-        let lines: Vec<String> = calls.iter().map(|c| (*c).to_string()).collect();
+        let n = replies_expected;
+        let lines = calls;
         let replies = tokio::task::spawn_blocking(move || {
             let mut out = std::io::BufReader::new(std::fs::File::from(out_r));
             let mut line = String::new();
@@ -499,9 +581,9 @@ mod tests {
         out
     }
 
-    /// Over the direct lane the queue answers byte for byte what it answers through rmcp; plain
-    /// calls of `worker_create` and `worker_submit` take it, a call with `_meta`, `worker_poll`
-    /// and an unknown tool do not.
+    /// Over the direct lane the queue answers byte for byte what it answers through rmcp: the
+    /// three tools' plain calls take it (a poll cancelled by `notifications/cancelled` included),
+    /// a call with `_meta` and an unknown tool do not.
     #[tokio::test]
     async fn the_direct_lane_answers_what_rmcp_answers() {
         let calls = [
@@ -511,10 +593,16 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"worker_create","arguments":{},"_meta":{"progressToken":1}}}"#,
             r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"worker_poll","arguments":{"worker_id":7}}}"#,
             r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"nope","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"worker_poll","arguments":{"worker_id":"worker_1_abcdefghi"}}}"#,
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"worker_poll","arguments":{"worker_id":"WORKER"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":8,"reason":"test"}}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"worker_submit","arguments":{"worker_id":"WORKER","task_id":"task_1_abcdefghi","response":"r"}}}"#,
         ];
         let (through_rmcp, none) = queue_session(false, &calls).await;
         let (direct, taken) = queue_session(true, &calls).await;
-        assert_eq!((none, taken), (0, 3));
+        assert_eq!((none, taken), (0, 7));
+        // The cancelled poll is left unanswered, both ways; the submit after it is answered.
+        assert!(direct.iter().all(|(id, _)| id != "8") && direct.iter().any(|(id, _)| id == "9"), "{direct:?}");
         assert_eq!(direct, through_rmcp);
         assert!(direct.iter().any(|(_, r)| r.contains("worker_ID")), "{direct:?}");
     }

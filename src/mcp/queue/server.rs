@@ -19,6 +19,7 @@ use super::replies;
 use crate::mcp::ticker::ProgressTicker;
 use crate::mcp::transport::DirectTools;
 use crate::store::SubmitOutcome;
+use tokio_util::sync::CancellationToken;
 
 /// The server handed to a transport: cheap to clone, all state in the shared [`Queue`].
 #[derive(Clone)]
@@ -99,6 +100,17 @@ fn string_arg<'a>(args: Option<&'a JsonObject>, name: &str) -> Result<&'a str, S
     }
 }
 
+/// `worker_poll`'s `worker_id`, or the reply that asks for one.
+fn poll_worker_id(args: Option<&JsonObject>) -> Result<&str, CallToolResult> {
+    string_arg(args, "worker_id").map_err(|msg| {
+        replies::error_with(
+            msg,
+            None,
+            "call worker_poll again with your worker_id (a string) - if you have none, call worker_create first - do not break this tool call chain".into(),
+        )
+    })
+}
+
 fn internal(err: &QueueError) -> McpError {
     tracing::error!(error = %err, "queue store failed");
     McpError::internal_error(format!("the queue store failed: {err}"), None)
@@ -111,20 +123,16 @@ impl QueueServer {
         Ok(replies::next(&worker_id))
     }
 
+    /// `worker_poll` through rmcp: progress notifications when the client asked for them, and
+    /// cancelled by `notifications/cancelled` or (over HTTP) the client going away.
     async fn worker_poll(
         &self,
         args: Option<&JsonObject>,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let worker_id = match string_arg(args, "worker_id") {
+        let worker_id = match poll_worker_id(args) {
             Ok(w) => w,
-            Err(msg) => {
-                return Ok(replies::error_with(
-                    msg,
-                    None,
-                    "call worker_poll again with your worker_id (a string) - if you have none, call worker_create first - do not break this tool call chain".into(),
-                ));
-            }
+            Err(reply) => return Ok(reply),
         };
         let _ticker = context.meta.get_progress_token().map(|token| {
             let total = self.queue.config().poll_timeout.as_secs_f64();
@@ -143,6 +151,15 @@ impl QueueServer {
                 None => context.ct.cancelled().await,
             }
         };
+        self.poll_until(worker_id, cancelled).await
+    }
+
+    /// `worker_poll` for `worker_id` until a task, the timeout, or `cancelled`.
+    async fn poll_until(
+        &self,
+        worker_id: &str,
+        cancelled: impl Future<Output = ()>,
+    ) -> Result<CallToolResult, McpError> {
         match self.queue.poll(worker_id, cancelled).await.map_err(|e| internal(&e))? {
             PollOutcome::Task(task) => {
                 tracing::info!(worker_id, task_id = %task.id, attempt = task.attempts, "task handed out");
@@ -219,21 +236,30 @@ impl QueueServer {
     }
 }
 
-/// `worker_create` and `worker_submit` need nothing of the MCP session (no progress, no
-/// cancellation: each is one store write), so over stdio they skip rmcp's service loop
-/// (`LineTransport::with_direct`); `worker_poll` waits, reports progress and can be cancelled,
-/// so it stays with rmcp. Both lanes run the same functions.
+/// The three tools over stdio's direct lane (`LineTransport::with_direct`), past rmcp's service
+/// loop: a plain call carries no `_meta`, so no progress token, and the lane's token is what
+/// `notifications/cancelled` cancels. The same functions as through rmcp.
 impl DirectTools for QueueServer {
     fn handles(&self, name: &str) -> bool {
-        matches!(name, "worker_create" | "worker_submit")
+        matches!(name, "worker_create" | "worker_poll" | "worker_submit")
     }
 
-    fn call(&self, name: &str, arguments: Option<JsonObject>) -> BoxFuture<'static, Result<CallToolResult, McpError>> {
+    fn call(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+        cancelled: CancellationToken,
+    ) -> BoxFuture<'static, Result<CallToolResult, McpError>> {
         let server = self.clone();
-        if name == "worker_create" {
-            Box::pin(async move { server.worker_create().await })
-        } else {
-            Box::pin(async move { server.worker_submit(arguments.as_ref()).await })
+        match name {
+            "worker_create" => Box::pin(async move { server.worker_create().await }),
+            "worker_poll" => Box::pin(async move {
+                match poll_worker_id(arguments.as_ref()) {
+                    Ok(worker_id) => server.poll_until(worker_id, cancelled.cancelled()).await,
+                    Err(reply) => Ok(reply),
+                }
+            }),
+            _ => Box::pin(async move { server.worker_submit(arguments.as_ref()).await }),
         }
     }
 }
