@@ -1,7 +1,7 @@
 //! The stdio servers' MCP transport: one JSON-RPC message per line, read from [`stdio::Input`]
 //! (or any reader) and written behind to [`stdio::Output`].
 //!
-//! It does what rmcp's `AsyncRwTransport` does, with two differences that make a call cheaper:
+//! It does what rmcp's `AsyncRwTransport` does, with three differences that make a call cheaper:
 //! - **`tools/call` is parsed straight into its type.** rmcp reads every message as an untagged
 //!   union (the message's shape, then each of the 22 kinds of client request in turn), and every
 //!   kind that does not match builds and formats a `serde_json` error: a third of a trivial call's
@@ -13,6 +13,8 @@
 //!   tests hold both paths to the same value).
 //! - **A reply is serialised once, into the write-behind buffer's input,** with no lock around a
 //!   framed writer.
+//! - **The direct lane** ([`LineTransport::with_direct`]): a server's session-free tools are
+//!   called from here, past rmcp's service loop, and answered as rmcp answers them.
 //!
 //! Kept from rmcp: lines longer than [`DEFAULT_MAX_LINE_LENGTH`] are discarded (logged) without
 //! being buffered; a line that is not JSON is ignored; JSON that is no JSON-RPC message gets an
@@ -43,8 +45,8 @@ pub trait DirectTools: Send + Sync + 'static {
     /// Whether a call of `name` goes the direct lane.
     fn handles(&self, name: &str) -> bool;
     /// The answer to a call of a tool it [`handles`](Self::handles). `cancelled` fires when the
-    /// client sends `notifications/cancelled` for the call (or the session ends); the call still
-    /// answers, as it would through rmcp.
+    /// client sends `notifications/cancelled` for the call (its answer is then dropped, as rmcp
+    /// drops a cancelled request's) or when the session ends (the answer is still written).
     fn call(
         &self,
         name: &str,
@@ -120,12 +122,13 @@ impl<R: AsyncRead + Unpin + Send> LineTransport<R> {
 
     /// Answers plain calls of `tools`' tools itself, without rmcp's service loop: the call is
     /// read as for the fast path, run on a task of its own, and its answer serialised as rmcp
-    /// serialises a `call_tool` result (a `CallToolResult`, or the error). Only once the
-    /// session negotiated a protocol version with the `initialize` lifecycle, where rmcp does
-    /// nothing more for such a call than dispatch it (no request `_meta` to check; the call has
-    /// none); until then, and for everything else, rmcp serves. What a direct call forgoes is
-    /// `notifications/cancelled` (rmcp would cancel a token these tools do not look at) and
-    /// rmcp's per-request tracing span. Closing waits for running calls (at most 10 s).
+    /// serialises a `call_tool` result (a `CallToolResult` with `resultType` stripped, or the
+    /// error). Only once the session negotiated a protocol version with the `initialize`
+    /// lifecycle, where rmcp does nothing more for such a call than dispatch it (no request
+    /// `_meta` to check; a plain call has none); until then, and for everything else, rmcp
+    /// serves. `notifications/cancelled` for a direct call cancels its token and drops its
+    /// answer, as rmcp does; what a direct call forgoes is rmcp's per-request tracing span.
+    /// Closing cancels running calls and waits for their answers (at most 10 s).
     pub fn with_direct(mut self, tools: Arc<dyn DirectTools>) -> Self {
         self.direct = Some(tools);
         self
@@ -256,8 +259,18 @@ impl<R> LineTransport<R> {
                 return;
             }
             drop(forget);
-            if let Err(err) = out.write(&line_of(&reply).unwrap_or_default()).await {
-                tracing::debug!("cannot write a direct call's answer: {err}");
+            let bytes = line_of(&reply).or_else(|err| {
+                // Never silence: an answer that cannot be serialised is answered as an error.
+                let error = ErrorData::internal_error(format!("cannot serialise the result: {err}"), None);
+                line_of(&TxJsonRpcMessage::<RoleServer>::error(error, reply_id(&reply)))
+            });
+            match bytes {
+                Ok(bytes) => {
+                    if let Err(err) = out.write(&bytes).await {
+                        tracing::debug!("cannot write a direct call's answer: {err}");
+                    }
+                }
+                Err(err) => tracing::error!("cannot serialise a direct call's answer: {err}"),
             }
         });
         None
@@ -276,18 +289,32 @@ struct Forget {
 }
 
 impl Forget {
+    /// Whether the table still holds this call under its id.
+    fn listed_in(&self, table: &Cancels) -> bool {
+        table.calls.get(&self.id).is_some_and(|(number, _)| *number == self.number)
+    }
+
     /// Whether the client still waits for the answer (no `notifications/cancelled` came for it).
     fn still_asked(&self) -> bool {
-        lock(&self.cancels).calls.get(&self.id).is_some_and(|(number, _)| *number == self.number)
+        self.listed_in(&lock(&self.cancels))
     }
 }
 
 impl Drop for Forget {
     fn drop(&mut self) {
         let mut table = lock(&self.cancels);
-        if table.calls.get(&self.id).is_some_and(|(number, _)| *number == self.number) {
+        if self.listed_in(&table) {
             table.calls.remove(&self.id);
         }
+    }
+}
+
+/// The id a reply answers.
+fn reply_id(reply: &TxJsonRpcMessage<RoleServer>) -> Option<RequestId> {
+    match reply {
+        JsonRpcMessage::Response(response) => Some(response.id.clone()),
+        JsonRpcMessage::Error(error) => error.id.clone(),
+        _ => None,
     }
 }
 

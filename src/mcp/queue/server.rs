@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use futures_util::future::BoxFuture;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -11,15 +12,13 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
-
-use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 use super::hub::{PollOutcome, Queue, QueueError};
 use super::replies;
 use crate::mcp::ticker::ProgressTicker;
 use crate::mcp::transport::DirectTools;
 use crate::store::SubmitOutcome;
-use tokio_util::sync::CancellationToken;
 
 /// The server handed to a transport: cheap to clone, all state in the shared [`Queue`].
 #[derive(Clone)]
@@ -109,6 +108,13 @@ fn poll_worker_id(args: Option<&JsonObject>) -> Result<&str, CallToolResult> {
             "call worker_poll again with your worker_id (a string) - if you have none, call worker_create first - do not break this tool call chain".into(),
         )
     })
+}
+
+fn unknown_tool(name: &str) -> McpError {
+    McpError::invalid_params(
+        format!("Unknown tool: {name} (this server has worker_create, worker_poll, worker_submit)"),
+        None,
+    )
 }
 
 fn internal(err: &QueueError) -> McpError {
@@ -259,7 +265,8 @@ impl DirectTools for QueueServer {
                     Err(reply) => Ok(reply),
                 }
             }),
-            _ => Box::pin(async move { server.worker_submit(arguments.as_ref()).await }),
+            "worker_submit" => Box::pin(async move { server.worker_submit(arguments.as_ref()).await }),
+            other => Box::pin(std::future::ready(Err(unknown_tool(other)))),
         }
     }
 }
@@ -296,12 +303,7 @@ impl ServerHandler for QueueServer {
             "worker_create" => self.worker_create().await?,
             "worker_poll" => self.worker_poll(args, &context).await?,
             "worker_submit" => self.worker_submit(args).await?,
-            other => {
-                return Err(McpError::invalid_params(
-                    format!("Unknown tool: {other} (this server has worker_create, worker_poll, worker_submit)"),
-                    None,
-                ));
-            }
+            other => return Err(unknown_tool(other)),
         };
         Ok(result.into())
     }
