@@ -383,9 +383,7 @@ mod tests {
     #[tokio::test]
     async fn output_is_written_behind_in_order_and_survives_the_drop() {
         let (r, w) = nix::unistd::pipe().expect("pipe");
-        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
-        drop(w);
-        let mut output = Output::Reactor(WriteBehind::start(file));
+        let mut output = test_output(w);
         let mut expected = Vec::new();
         for i in 0..1000 {
             let line = format!("{{\"id\":{i}}}\n");
@@ -406,13 +404,11 @@ mod tests {
     #[tokio::test]
     async fn a_full_buffer_makes_writers_wait_and_loses_nothing() {
         let (r, w) = nix::unistd::pipe().expect("pipe");
-        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
-        drop(w);
+        let mut output = test_output(w);
         let reader = tokio::task::spawn_blocking(move || {
             let mut got = Vec::new();
             File::from(r).read_to_end(&mut got).map(|_| got)
         });
-        let mut output = Output::Reactor(WriteBehind::start(file));
         let mut expected = Vec::new();
         for i in 0..2000u32 {
             let chunk: Vec<u8> = std::iter::repeat_n(b'a' + u8::try_from(i % 26).unwrap_or(0), 1000).collect();
@@ -428,9 +424,8 @@ mod tests {
     #[tokio::test]
     async fn a_closed_reader_fails_later_writes() {
         let (r, w) = nix::unistd::pipe().expect("pipe");
-        let Some(file) = reactor_file(w.as_fd(), true) else { panic!("a FIFO must be reopened non-blocking") };
-        drop((r, w));
-        let mut output = Output::Reactor(WriteBehind::start(file));
+        let mut output = test_output(w);
+        drop(r);
         let mut failed = None;
         for _ in 0..100 {
             if let Err(err) = output.write_all(b"x\n").await {
