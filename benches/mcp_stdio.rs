@@ -23,8 +23,9 @@ mod http;
 #[path = "support/stdio.rs"]
 mod stdio;
 
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mcp_workers::store::{QueueStore, SqliteMode, SqliteStore};
@@ -178,12 +179,12 @@ fn measure(servers: &mut [Server]) -> Vec<Figures> {
 /// One round of [`CYCLES`] on a fresh store in `data_dir`; returns calls/s and CPU per call.
 fn queue_cycles(bin: &str, data_dir: &Path) -> (f64, f64) {
     let dir = tempfile::tempdir_in(data_dir.parent().unwrap_or(data_dir)).expect("tempdir");
-    let prompts: Vec<String> = (0..CYCLES).map(|i| format!("bench prompt {i}")).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let store = SqliteStore::open(dir.path()).expect("store");
-        store.enqueue(&prompts).await.expect("enqueue");
-    });
+    // Queued by the build under test, whose store (and schema) it is.
+    let lines: String = (0..CYCLES).map(|i| format!("\"bench prompt {i}\"\n")).collect();
+    let mut enqueue = ours_at(bin, dir.path(), &["enqueue", "--file", "-"]);
+    let mut child = enqueue.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("enqueue");
+    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("prompts written");
+    assert!(child.wait().expect("enqueue ran").success(), "{bin} enqueue failed");
     let (mut client, _) = Client::start(&mut ours_at(bin, dir.path(), &["mcp", "queue"]));
     client.notify("notifications/initialized");
     let text = |reply: &Value| -> Value {

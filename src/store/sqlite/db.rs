@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::store::{Result, StoreError};
 
@@ -71,10 +71,33 @@ pub const MIGRATIONS: &[&str] = &[
         at_ms   INTEGER NOT NULL
     );
     CREATE INDEX charges_by_time ON charges (at_ms);",
+    // 4: workers keyed by their id alone (`WITHOUT ROWID`): `worker_create` writes two b-trees
+    // (the table and its activity index) instead of three (a rowid table, the id's unique
+    // index, the activity index), and a lookup by id is one search instead of two. A row with
+    // no id (never written by us: ids are made by `new_id`) cannot be polled and is dropped.
+    "CREATE TABLE workers_by_id (
+        id              TEXT PRIMARY KEY NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        last_seen_ms    INTEGER NOT NULL,
+        active_until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO workers_by_id (id, created_ms, last_seen_ms, active_until_ms)
+        SELECT id, created_ms, last_seen_ms, active_until_ms FROM workers WHERE id IS NOT NULL;
+    DROP TABLE workers;
+    ALTER TABLE workers_by_id RENAME TO workers;
+    CREATE INDEX workers_by_activity ON workers (active_until_ms);",
 ];
 
 /// WAL size (pages) at which a commit checkpoints by itself.
 pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 20_000;
+
+/// Page size of a new store file. A commit appends every page it changed to the WAL, whole:
+/// the queue's writes are small rows one commit at a time (a `worker_create` changes two pages),
+/// so the page is the unit of what a commit costs, in bytes written, WAL checksums and the page
+/// cache the WAL grows into. 1 KiB pages: a sequential `worker_create` writes 2 KiB instead of
+/// 8 KiB (BENCHMARKS.md, issue 13); a large prompt or result spans more, smaller pages (the same
+/// bytes).
+pub const PAGE_SIZE: i64 = 1024;
 
 /// How long a writer waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,8 +112,19 @@ pub fn open_file(path: &Path) -> Result<Connection> {
 /// Opens one SQLite file with the store's settings, for a file that [`open_file`] migrated
 /// already (a second connection of the same handle: no write lock taken).
 pub fn open_migrated(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    // Through the store's VFS (one write per WAL commit, see vfs.rs); should it fail to
+    // register, the platform's VFS serves, slower and otherwise the same.
+    let conn = match super::vfs::name() {
+        Ok(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)?,
+        Err(code) => {
+            tracing::warn!(code, "the store's SQLite VFS could not be registered: using SQLite's own");
+            Connection::open(path)?
+        }
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Only a file with no pages yet takes it (before WAL mode writes the first page); an
+    // existing store keeps the page size it was made with.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     // WAL: readers never block the writer; NORMAL: a commit survives a crash of the process
     // (kill -9); only a power loss can take the last commits.
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -19,6 +19,7 @@ mod queue;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod vfs;
 
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};

@@ -94,6 +94,17 @@ async fn inline_writes_that_wait_together_commit_together_and_each_gets_its_answ
 }
 
 #[test]
+fn a_new_store_has_small_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join(super::db::FILE_NAME)).unwrap();
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap();
+    assert_eq!(page_size, super::db::PAGE_SIZE);
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
 fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(SqliteStore::open(dir.path()).unwrap());
@@ -102,6 +113,35 @@ fn newer_schema_is_refused() {
     drop(conn);
     let err = SqliteStore::open(dir.path()).err().expect("must refuse");
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_of_schema_3_keeps_its_workers_when_they_move_to_a_table_without_rowid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(super::db::FILE_NAME);
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    super::db::migrate(&mut conn, &super::db::MIGRATIONS[..3]).unwrap();
+    conn.execute_batch(
+        "INSERT INTO workers VALUES ('worker_1_a', 1, 2, 4000000000000);
+         INSERT INTO workers VALUES ('worker_1_b', 1, 2, 3);
+         INSERT INTO workers VALUES (NULL, 1, 2, 3);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert!(store.touch_worker("worker_1_a", ms(1_000)).await.unwrap(), "a worker of schema 3 is known");
+    assert!(store.any_active_worker().await.unwrap(), "its activity index came along");
+    assert_eq!(store.counts().await.unwrap().workers, 2, "every worker with an id is kept");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, super::db::MIGRATIONS.len() as i64);
+    assert!(conn.prepare("SELECT rowid FROM workers").is_err(), "workers has no rowid now");
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap();
+    assert_eq!(page_size, 4096, "an existing file keeps its page size");
+    let sweep: i64 =
+        conn.query_row("SELECT count(*) FROM workers WHERE active_until_ms < 10", [], |r| r.get(0)).unwrap();
+    assert_eq!(sweep, 1);
 }
 
 #[tokio::test]
