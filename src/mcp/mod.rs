@@ -7,6 +7,7 @@ pub mod combined;
 pub mod disconnect;
 pub mod no_roots;
 pub mod queue;
+mod reply_line;
 pub mod stdio;
 pub mod telegram;
 pub mod ticker;

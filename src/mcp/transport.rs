@@ -245,20 +245,27 @@ impl<R> LineTransport<R> {
         };
         self.running.spawn(async move {
             let forget = Forget { cancels, id: id.clone(), number };
-            let reply = match answer.await {
-                Ok(result) => {
-                    // What rmcp's `handle_request` does to a result for such a session.
-                    let mut result = ServerResult::CallToolResult(result);
-                    result.strip_result_type_for_legacy_peer();
-                    TxJsonRpcMessage::<RoleServer>::response(result, id)
-                }
-                Err(error) => TxJsonRpcMessage::<RoleServer>::error(error, Some(id)),
-            };
+            let answered = answer.await;
             if !forget.still_asked() {
                 tracing::debug!("a direct call the client cancelled ended; no answer, as through rmcp");
                 return;
             }
             drop(forget);
+            let reply = match answered {
+                Ok(result) => {
+                    // What rmcp's `handle_request` does to a result for such a session.
+                    let mut result = ServerResult::CallToolResult(result);
+                    result.strip_result_type_for_legacy_peer();
+                    if let ServerResult::CallToolResult(plain) = &result
+                        && let Some(line) = super::reply_line::plain_text(plain, &id)
+                    {
+                        out.write(&line).await.unwrap_or_else(|err| tracing::debug!("cannot write a direct call's answer: {err}"));
+                        return;
+                    }
+                    TxJsonRpcMessage::<RoleServer>::response(result, id)
+                }
+                Err(error) => TxJsonRpcMessage::<RoleServer>::error(error, Some(id)),
+            };
             let bytes = line_of(&reply).or_else(|err| {
                 // Never silence: an answer that cannot be serialised is answered as an error.
                 let error = ErrorData::internal_error(format!("cannot serialise the result: {err}"), None);
