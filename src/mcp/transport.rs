@@ -259,7 +259,9 @@ impl<R> LineTransport<R> {
                     if let ServerResult::CallToolResult(plain) = &result
                         && let Some(line) = super::reply_line::plain_text(plain, &id)
                     {
-                        out.write(&line).await.unwrap_or_else(|err| tracing::debug!("cannot write a direct call's answer: {err}"));
+                        out.write(&line)
+                            .await
+                            .unwrap_or_else(|err| tracing::debug!("cannot write a direct call's answer: {err}"));
                         return;
                     }
                     TxJsonRpcMessage::<RoleServer>::response(result, id)

@@ -96,6 +96,21 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Leases the oldest queued task to `worker_id` for `lease` (attempts + 1). The worker stays
     /// active at least as long as the lease.
     async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Task>>;
+    /// [`touch_worker`](Self::touch_worker), then, for a known worker,
+    /// [`claim`](Self::claim): a poll that nobody waits ahead of. `None`: unknown worker (nothing
+    /// claimed). A backend that can does both in one transaction (SQLite); this default is the
+    /// two in turn.
+    async fn touch_and_claim(
+        &self,
+        worker_id: &str,
+        active_for: Duration,
+        lease: Duration,
+    ) -> Result<Option<Option<Task>>> {
+        if !self.touch_worker(worker_id, active_for).await? {
+            return Ok(None);
+        }
+        self.claim(worker_id, lease).await.map(Some)
+    }
     /// Undoes a claim whose task never reached the worker (a cancelled poll): queued again at
     /// its place, the attempt not counted. False if the task is not leased by `worker_id`.
     async fn release(&self, task_id: &str, worker_id: &str) -> Result<bool>;

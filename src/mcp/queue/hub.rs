@@ -120,8 +120,18 @@ impl Queue {
     /// Waits up to the poll timeout for a task for `worker_id`. When `cancelled` completes (the
     /// client cancelled or went away) the wait ends without taking a task.
     pub async fn poll(&self, worker_id: &str, cancelled: impl Future<Output = ()>) -> Result<PollOutcome, QueueError> {
-        if !self.store.touch_worker(worker_id, self.active_for()).await? {
-            return Ok(PollOutcome::UnknownWorker);
+        if self.has_waiters() {
+            // Others wait: in line behind them (the hand-out loop serves the line in order).
+            if !self.store.touch_worker(worker_id, self.active_for()).await? {
+                return Ok(PollOutcome::UnknownWorker);
+            }
+        } else {
+            // Nobody ahead: a queued task is taken at once, in the touch's transaction.
+            match self.store.touch_and_claim(worker_id, self.active_for(), self.config.lease).await? {
+                None => return Ok(PollOutcome::UnknownWorker),
+                Some(Some(task)) => return Ok(PollOutcome::Task(task)),
+                Some(None) => {}
+            }
         }
         let (tx, mut rx) = oneshot::channel();
         self.waiters

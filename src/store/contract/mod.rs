@@ -55,6 +55,7 @@ macro_rules! store_contract {
             release_undoes_a_claim_without_counting_it,
             inactive_workers_are_removed_and_their_leases_released,
             a_claim_keeps_its_worker_active_through_the_lease,
+            touch_and_claim_touches_then_claims_for_a_known_worker_only,
             data_survives_reopening,
             concurrent_claims_from_many_handles_never_share_a_task,
             concurrent_writes_on_one_handle_each_get_their_own_answer,

@@ -146,6 +146,26 @@ pub async fn a_claim_keeps_its_worker_active_through_the_lease(h: &impl Harness)
     assert_eq!(store.sweep(3).await.unwrap(), SweepReport::default());
 }
 
+pub async fn touch_and_claim_touches_then_claims_for_a_known_worker_only(h: &impl Harness) {
+    let clock = Clock::manual(1);
+    let store = h.open(&clock).await;
+    assert_eq!(store.touch_and_claim("worker_0_none", ms(9), ms(9)).await.unwrap(), None, "unknown worker");
+    let w = store.create_worker(ms(9)).await.unwrap();
+    clock.set(2);
+    assert_eq!(store.touch_and_claim(&w, ms(98), ms(9)).await.unwrap(), Some(None), "no task yet");
+    // The touch held: active until 100, so a sweep at 50 keeps the worker.
+    clock.set(50);
+    assert_eq!(store.sweep(3).await.unwrap(), SweepReport::default());
+    let ids = store.enqueue(&prompts(&["a"])).await.unwrap();
+    assert!(store.touch_and_claim("worker_0_none", ms(9), ms(9)).await.unwrap().is_none(), "claims nothing");
+    let task = store.touch_and_claim(&w, ms(1), ms(500)).await.unwrap().unwrap().unwrap();
+    assert_eq!((task.id.as_str(), task.attempts, task.lease_expires_ms), (ids[0].as_str(), 1, Some(550)));
+    assert_eq!(task.owner.as_deref(), Some(w.as_str()));
+    // Active through the lease, as after `claim`.
+    clock.set(400);
+    assert_eq!(store.sweep(3).await.unwrap(), SweepReport::default());
+}
+
 pub async fn data_survives_reopening(h: &impl Harness) {
     let clock = Clock::manual(1);
     let (ids, w) = {

@@ -213,6 +213,24 @@ impl QueueStore for SqliteStore {
         self.write(move |c, now| queue::claim(c, &w, now, now.saturating_add(millis(lease)))).await
     }
 
+    async fn touch_and_claim(
+        &self,
+        worker_id: &str,
+        active_for: Duration,
+        lease: Duration,
+    ) -> Result<Option<Option<Task>>> {
+        let w = worker_id.to_owned();
+        self.write(move |c, now| {
+            let (known, _) = queue::touch_worker(c, &w, now, now.saturating_add(millis(active_for)))?;
+            if !known {
+                return Ok((None, threads::Effects::NONE));
+            }
+            let (task, effects) = queue::claim(c, &w, now, now.saturating_add(millis(lease)))?;
+            Ok((Some(task), effects))
+        })
+        .await
+    }
+
     async fn release(&self, task_id: &str, worker_id: &str) -> Result<bool> {
         let (t, w) = (task_id.to_owned(), worker_id.to_owned());
         self.write(move |c, now| queue::release(c, &t, &w, now)).await
