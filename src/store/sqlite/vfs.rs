@@ -175,6 +175,8 @@ unsafe extern "C" fn wal_write(file: *mut ffi::sqlite3_file, buf: *const c_void,
         let w = &mut *file.cast::<WalFile>();
         let Ok(len) = usize::try_from(amt) else { return ffi::SQLITE_IOERR_WRITE };
         let bytes = std::slice::from_raw_parts(buf.cast::<u8>(), len);
+        // Whatever else happens, the write after a commit frame's header is passed on at once.
+        let completes_commit = std::mem::take(&mut w.commit_next);
         let end = i64::try_from(w.pending.len()).ok().and_then(|n| w.at.checked_add(n));
         if !w.pending.is_empty() && end != Some(offset) {
             let rc = flush(w);
@@ -186,7 +188,6 @@ unsafe extern "C" fn wal_write(file: *mut ffi::sqlite3_file, buf: *const c_void,
             w.at = offset;
         }
         w.pending.extend_from_slice(bytes);
-        let completes_commit = std::mem::take(&mut w.commit_next);
         if len == FRAME_HEADER && bytes[4..8] != [0; 4] {
             w.commit_next = true;
         } else if completes_commit || w.pending.len() >= MAX_PENDING {
