@@ -6,8 +6,6 @@
 //! runs with nothing to escape are found eight bytes at a time. The bytes are exactly those
 //! serde_json writes for the same message (the unit tests compare both).
 
-use std::fmt::Write as _;
-
 use rmcp::model::{CallToolResult, ContentBlock, NumberOrString, RequestId, TextContent};
 
 /// The response line (newline included) answering `id` with `result`, when the result is one
@@ -26,11 +24,7 @@ pub fn plain_text(result: &CallToolResult, id: &RequestId) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 8 + 112);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     match id {
-        NumberOrString::Number(n) => {
-            let mut digits = String::with_capacity(20);
-            let _ = write!(digits, "{n}");
-            out.extend_from_slice(digits.as_bytes());
-        }
+        NumberOrString::Number(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
         NumberOrString::String(s) => push_str(&mut out, s),
     }
     out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
@@ -48,9 +42,15 @@ pub fn plain_text(result: &CallToolResult, id: &RequestId) -> Option<Vec<u8>> {
 /// `s` as a JSON string, as serde_json writes one: `"` and `\` escaped, the control characters
 /// as `\b \f \n \r \t` or `\u00xx`, every other character as it is.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    push_escaped(out, s);
+    out.push(b'"');
+}
+
+/// The inside of [`push_str`]: `s` escaped, without the quotes (a string written in parts).
+pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    out.push(b'"');
     let (mut copied, mut i) = (0, 0);
     while i < bytes.len() {
         if let Some(word) = bytes.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok())
@@ -84,7 +84,6 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
         copied = i;
     }
     out.extend_from_slice(&bytes[copied..]);
-    out.push(b'"');
 }
 
 /// Whether any of the eight bytes is below 0x20, `"` or `\` (exact as a whole; bytes of

@@ -7,12 +7,16 @@ const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 /// `prefix_<ms>_<9 random base-36 chars>`.
 pub fn new_id(prefix: &str, now: Millis) -> String {
     let mut bits = random_u64();
-    let mut suffix = String::with_capacity(9);
+    let mut id = String::with_capacity(prefix.len() + 31);
+    id.push_str(prefix);
+    id.push('_');
+    id.push_str(itoa::Buffer::new().format(now));
+    id.push('_');
     for _ in 0..9 {
-        suffix.push(char::from(BASE36[(bits % 36) as usize]));
+        id.push(char::from(BASE36[(bits % 36) as usize]));
         bits /= 36;
     }
-    format!("{prefix}_{now}_{suffix}")
+    id
 }
 
 /// How many ids' worth of the kernel's randomness one `getrandom` fetches.
