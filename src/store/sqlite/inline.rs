@@ -1,8 +1,10 @@
 //! The SQLite backend without threads of its own ([`Mode::Inline`](super::Mode::Inline)), for a
 //! process on a current-thread runtime serving one client: `mcp-workers mcp queue` on stdio.
 //!
-//! A write goes into a pending batch, and the first one schedules a drain task on the runtime.
-//! When the drain runs (after the tasks that were ready with it, e.g. the other handlers of a
+//! A write goes into a pending batch, and the first one wakes the drainer, a task of the runtime
+//! (spawned at the first write; woken, not spawned, for every later batch: a spawn per batch was
+//! a twentieth of a `worker_create`'s instructions).
+//! When the drainer runs (after the tasks that were ready with it, e.g. the other handlers of a
 //! pipelined burst, have queued their writes), it runs the whole batch in ONE transaction on
 //! the runtime's thread, exactly as the writer thread does (`threads::commit_begun`: a savepoint
 //! each, every caller answered after the `COMMIT`). So a call crosses no thread: no futex wake
@@ -21,7 +23,10 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use rusqlite::{Connection, ErrorCode};
 
@@ -34,8 +39,13 @@ use crate::store::{Clock, Millis, Result, StoreError};
 pub struct Inline {
     conn: Arc<Mutex<Connection>>,
     pending: Mutex<Vec<Box<dyn Job>>>,
-    /// A drain task is scheduled (and has not yet taken `pending`).
+    /// A drain is due: writes are pending and the drainer has not yet taken them.
     scheduled: AtomicBool,
+    /// The drainer task runs (it is spawned at the first write, and again after a runtime that
+    /// ran it dropped it).
+    drainer_runs: AtomicBool,
+    /// Wakes the drainer.
+    drainer: AtomicWaker,
     /// The watcher task of other processes' writes runs.
     watching: AtomicBool,
     /// `PRAGMA data_version` when last read.
@@ -73,6 +83,8 @@ impl Inline {
             conn: Arc::new(Mutex::new(conn)),
             pending: Mutex::new(Vec::new()),
             scheduled: AtomicBool::new(false),
+            drainer_runs: AtomicBool::new(false),
+            drainer: AtomicWaker::new(),
             watching: AtomicBool::new(false),
             version: AtomicI64::new(version),
             clock,
@@ -91,8 +103,11 @@ impl Inline {
         let (job, rx) = Pending::new(op);
         lock(&self.pending).push(Box::new(job));
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            let drain = Drain(Some(Arc::clone(self)));
-            tokio::spawn(async move { drain.run() });
+            if self.drainer_runs.swap(true, Ordering::AcqRel) {
+                self.drainer.wake();
+            } else {
+                tokio::spawn(Drainer(Arc::downgrade(self)));
+            }
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -212,24 +227,39 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "data_version", |row| row.get(0))
 }
 
-/// A scheduled drain. Dropped without running (the runtime shut down before it ran), it answers
-/// the pending writes `Closed` and lets the next write schedule again.
-struct Drain(Option<Arc<Inline>>);
+/// The drainer task: drains whenever a drain is due, until the store is gone. Dropped by its
+/// runtime (a shutdown), it answers the pending writes `Closed` and lets the next write spawn
+/// a drainer again.
+struct Drainer(Weak<Inline>);
 
-impl Drain {
-    fn run(mut self) {
-        if let Some(inline) = self.0.take() {
+impl std::future::Future for Drainer {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inline) = self.0.upgrade() else { return Poll::Ready(()) };
+        // Registered before the flag is read: a write that sets it after this wakes us again.
+        inline.drainer.register(cx.waker());
+        if inline.scheduled.load(Ordering::Acquire) {
             inline.drain();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if let Some(inline) = self.0.upgrade() {
+            inline.scheduled.store(false, Ordering::Release);
+            inline.drainer_runs.store(false, Ordering::Release);
+            let batch = std::mem::take(&mut *lock(&inline.pending));
+            batch.into_iter().for_each(|job| job.answer(Some(&StoreError::Closed)));
         }
     }
 }
 
-impl Drop for Drain {
+impl Drop for Inline {
+    /// Lets the drainer see that the store is gone, and end.
     fn drop(&mut self) {
-        if let Some(inline) = self.0.take() {
-            inline.scheduled.store(false, Ordering::Release);
-            let batch = std::mem::take(&mut *lock(&inline.pending));
-            batch.into_iter().for_each(|job| job.answer(Some(&StoreError::Closed)));
-        }
+        self.drainer.wake();
     }
 }

@@ -93,6 +93,35 @@ async fn inline_writes_that_wait_together_commit_together_and_each_gets_its_answ
     assert!((1..8).contains(&written), "{written} WAL frames: the 32 writes were not one commit");
 }
 
+/// The inline store's drainer lives on the runtime of the first write. A runtime that shuts
+/// down with a write queued and the drainer not yet run answers it `Closed` (it does not hang),
+/// and the next runtime's writes get a drainer of their own.
+#[test]
+fn an_inline_write_survives_the_runtime_its_drainer_ran_on() {
+    let h = Sqlite::in_mode(Mode::Inline);
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let first = runtime();
+    let store = Arc::new(first.block_on(h.open(&Clock::System)));
+    first.block_on(store.create_worker(ms(60_000))).expect("a write on the first runtime");
+    // Polled once: queued, the drainer woken; the runtime ends before the drainer runs.
+    let mut queued = Box::pin(store.create_worker(ms(60_000)));
+    first.block_on(async { assert!(futures_util::poll!(queued.as_mut()).is_pending()) });
+    drop(first);
+    let second = runtime();
+    let answer = second.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), queued).await });
+    assert!(
+        matches!(answer, Ok(Err(crate::store::StoreError::Closed))),
+        "a write its runtime dropped is answered Closed: {answer:?}"
+    );
+    let worker = second
+        .block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), store.create_worker(ms(1_000))).await
+        })
+        .expect("a write on the next runtime is drained (not left to a drainer that is gone)")
+        .expect("committed");
+    assert!(second.block_on(store.touch_worker(&worker, ms(1_000))).unwrap());
+}
+
 #[test]
 fn a_new_store_has_small_pages() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,6 +61,10 @@ pub fn name() -> Result<&'static CStr, c_int> {
     // process; the copy made from it is leaked, as a registered VFS must outlive every
     // connection.
     let rc = *REGISTERED.get_or_init(|| unsafe {
+        // Before SQLite initialises (the lookup below does): no memory statistics, which the
+        // store never reads and which take a global mutex around every allocation (one of
+        // SQLite's recommended options). Refused, harmlessly, if SQLite is initialised already.
+        ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, c_int::from(false));
         let platform = ffi::sqlite3_vfs_find(ptr::null());
         if platform.is_null() {
             return ffi::SQLITE_ERROR;
