@@ -51,15 +51,10 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    let (mut copied, mut i) = (0, 0);
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok())
-            && !needs_escape(u64::from_le_bytes(word))
-        {
-            i += 8;
-            continue;
-        }
-        let byte = bytes[i];
+    out.reserve(bytes.len());
+    let mut copied = 0;
+    while let Some(at) = next_to_escape(bytes, copied) {
+        let byte = bytes[at];
         let hex;
         let escaped: &[u8] = match byte {
             b'"' => b"\\\"",
@@ -69,33 +64,45 @@ pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..0x20 => {
+            _ => {
                 hex = [b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]];
                 &hex
             }
-            _ => {
-                i += 1;
-                continue;
-            }
         };
-        out.extend_from_slice(&bytes[copied..i]);
+        out.extend_from_slice(&bytes[copied..at]);
         out.extend_from_slice(escaped);
-        i += 1;
-        copied = i;
+        copied = at + 1;
     }
     out.extend_from_slice(&bytes[copied..]);
 }
 
-/// Whether any of the eight bytes is below 0x20, `"` or `\` (exact as a whole; bytes of
-/// multi-byte characters are all 0x80 or above and never count).
-const fn needs_escape(word: u64) -> bool {
+/// The index of the first byte at or after `from` that JSON escapes: eight bytes at a time,
+/// then the rest one by one.
+fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(word) = bytes.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let flags = escape_flags(u64::from_le_bytes(word));
+        if flags != 0 {
+            // The lowest flag is exact (see `escape_flags`); little-endian: the first byte.
+            return Some(i + (flags.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..].iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').map(|at| i + at)
+}
+
+/// The high bit of each byte of the eight that may be below 0x20, `"` or `\`. Zero exactly when
+/// none is, and the lowest set bit is always a byte that is (a false flag can only sit above a
+/// true one, where a borrow ran on); bytes of multi-byte characters are 0x80 or above and never
+/// count.
+const fn escape_flags(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     const fn has_zero(v: u64) -> u64 {
         v.wrapping_sub(ONES) & !v & HIGH
     }
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    (below_space | has_zero(word ^ (ONES * b'"' as u64)) | has_zero(word ^ (ONES * b'\\' as u64))) != 0
+    below_space | has_zero(word ^ (ONES * b'"' as u64)) | has_zero(word ^ (ONES * b'\\' as u64))
 }
 
 #[cfg(test)]
