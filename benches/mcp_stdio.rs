@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use mcp_workers::store::{QueueStore, SqliteMode, SqliteStore};
 use serde_json::{Value, json};
-use stdio::{Client, Figures, cpu_ticks, rss_kib};
+use stdio::{Client, Figures, cpu_ticks, cpu_ticks_split, rss_kib};
 
 const COLD_STARTS: usize = 20;
 const SEQUENTIAL: usize = 4000;
@@ -143,14 +143,17 @@ fn measure(servers: &mut [Server]) -> Vec<Figures> {
         clients.push((client, call, idle_rss));
     }
     let n = servers.len();
-    let (mut seq, mut seq_cpu, mut pipe, mut pipe_cpu) =
-        (vec![vec![]; n], vec![vec![]; n], vec![vec![]; n], vec![vec![]; n]);
+    let (mut seq, mut seq_cpu, mut seq_sys, mut pipe, mut pipe_cpu) =
+        (vec![vec![]; n], vec![vec![]; n], vec![vec![]; n], vec![vec![]; n], vec![vec![]; n]);
     for _ in 0..ROUNDS {
         for (i, (client, call, _)) in clients.iter_mut().enumerate() {
-            let before = cpu_ticks(client.pid);
+            let (user, system) = cpu_ticks_split(client.pid);
             let took = client.sequential("tools/call", call, SEQUENTIAL);
             seq[i].push(SEQUENTIAL as f64 / took.as_secs_f64());
-            seq_cpu[i].push(stdio::ticks_to_us(cpu_ticks(client.pid) - before) / SEQUENTIAL as f64);
+            let (user_after, system_after) = cpu_ticks_split(client.pid);
+            let per_call = |ticks: u64| stdio::ticks_to_us(ticks) / SEQUENTIAL as f64;
+            seq_cpu[i].push(per_call(user_after + system_after - user - system));
+            seq_sys[i].push(per_call(system_after - system));
             let before = cpu_ticks(client.pid);
             let took = client.pipelined("tools/call", call, PIPELINED, IN_FLIGHT);
             pipe[i].push(PIPELINED as f64 / took.as_secs_f64());
@@ -168,6 +171,7 @@ fn measure(servers: &mut [Server]) -> Vec<Figures> {
             seq_per_s: http::median(std::mem::take(&mut seq[i])),
             pipe_per_s: http::median(std::mem::take(&mut pipe[i])),
             seq_cpu_us: http::median(std::mem::take(&mut seq_cpu[i])),
+            seq_sys_us: http::median(std::mem::take(&mut seq_sys[i])),
             pipe_cpu_us: http::median(std::mem::take(&mut pipe_cpu[i])),
             busy_rss_kib: busy_rss,
         });

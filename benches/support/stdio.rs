@@ -139,11 +139,17 @@ impl Client {
 
 /// utime + stime of the whole process (all its threads), in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
+    let (user, system) = cpu_ticks_split(pid);
+    user + system
+}
+
+/// The process's CPU time in clock ticks, user and system (kernel) apart.
+pub fn cpu_ticks_split(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    (fields[11].parse::<u64>().expect("utime"), fields[12].parse::<u64>().expect("stime"))
 }
 
 pub fn ticks_to_us(ticks: u64) -> f64 {
@@ -181,6 +187,8 @@ pub struct Figures {
     pub seq_per_s: f64,
     pub pipe_per_s: f64,
     pub seq_cpu_us: f64,
+    /// The kernel's part of it (system time): system calls, wake-ups, context switches.
+    pub seq_sys_us: f64,
     pub pipe_cpu_us: f64,
     pub busy_rss_kib: f64,
 }
@@ -193,13 +201,14 @@ pub fn print_table(results: &[(String, Figures)]) {
     println!("| figure (ratio: this server / {}) | {} |", names[0], names.join(" | "));
     println!("|---|{}", "---|".repeat(names.len()));
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 8] = [
+    let rows: [Row; 9] = [
         ("spawn -> `initialize` answered, median (ms)", |f| f.start_ms),
         ("idle RSS after `tools/list` (MiB)", |f| f.idle_rss_kib / 1024.0),
         ("of which private, `RssAnon` (MiB)", |f| f.idle_anon_kib / 1024.0),
         ("sequential calls/s", |f| f.seq_per_s),
         ("pipelined calls/s (64 in flight)", |f| f.pipe_per_s),
         ("server CPU per call, sequential (us)", |f| f.seq_cpu_us),
+        ("of which in the kernel (system time, us)", |f| f.seq_sys_us),
         ("server CPU per call, pipelined (us)", |f| f.pipe_cpu_us),
         ("RSS after all calls (MiB)", |f| f.busy_rss_kib / 1024.0),
     ];
