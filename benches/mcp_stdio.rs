@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use mcp_workers::store::{QueueStore, SqliteMode, SqliteStore};
 use serde_json::{Value, json};
-use stdio::{Client, Figures, cpu_ticks, cpu_ticks_split, rss_kib};
+use stdio::{Client, Figures, cpu_ticks_split, cpu_us, rss_kib};
 
 const COLD_STARTS: usize = 20;
 const SEQUENTIAL: usize = 4000;
@@ -147,17 +147,19 @@ fn measure(servers: &mut [Server]) -> Vec<Figures> {
         (vec![vec![]; n], vec![vec![]; n], vec![vec![]; n], vec![vec![]; n], vec![vec![]; n]);
     for _ in 0..ROUNDS {
         for (i, (client, call, _)) in clients.iter_mut().enumerate() {
-            let (user, system) = cpu_ticks_split(client.pid);
+            let ((user, system), cpu) = (cpu_ticks_split(client.pid), cpu_us(client.pid));
             let took = client.sequential("tools/call", call, SEQUENTIAL);
             seq[i].push(SEQUENTIAL as f64 / took.as_secs_f64());
-            let (user_after, system_after) = cpu_ticks_split(client.pid);
-            let per_call = |ticks: u64| stdio::ticks_to_us(ticks) / SEQUENTIAL as f64;
-            seq_cpu[i].push(per_call(user_after + system_after - user - system));
-            seq_sys[i].push(per_call(system_after - system));
-            let before = cpu_ticks(client.pid);
+            let ((user_after, system_after), cpu_after) = (cpu_ticks_split(client.pid), cpu_us(client.pid));
+            let per_call = (cpu_after - cpu) / SEQUENTIAL as f64;
+            seq_cpu[i].push(per_call);
+            // The kernel's share, from the (coarse) ticks, of the exact figure.
+            let ticks = (user_after + system_after - user - system).max(1);
+            seq_sys[i].push(per_call * (system_after - system) as f64 / ticks as f64);
+            let before = cpu_us(client.pid);
             let took = client.pipelined("tools/call", call, PIPELINED, IN_FLIGHT);
             pipe[i].push(PIPELINED as f64 / took.as_secs_f64());
-            pipe_cpu[i].push(stdio::ticks_to_us(cpu_ticks(client.pid) - before) / PIPELINED as f64);
+            pipe_cpu[i].push((cpu_us(client.pid) - before) / PIPELINED as f64);
         }
     }
     let mut figures = Vec::new();
@@ -196,7 +198,7 @@ fn queue_cycles(bin: &str, data_dir: &Path) -> (f64, f64) {
     };
     let created = text(&client.request("tools/call", json!({"name": "worker_create", "arguments": {}})));
     let worker = created["worker_id"].as_str().expect("worker_id").to_owned();
-    let before = cpu_ticks(client.pid);
+    let before = cpu_us(client.pid);
     let started = std::time::Instant::now();
     for _ in 0..CYCLES {
         let poll = json!({"name": "worker_poll", "arguments": {"worker_id": worker}});
@@ -207,7 +209,7 @@ fn queue_cycles(bin: &str, data_dir: &Path) -> (f64, f64) {
         assert_eq!(text(&client.request("tools/call", submit))["submitted"], true);
     }
     let rate = 2.0 * CYCLES as f64 / started.elapsed().as_secs_f64();
-    let cpu = stdio::ticks_to_us(cpu_ticks(client.pid) - before) / (2 * CYCLES) as f64;
+    let cpu = (cpu_us(client.pid) - before) / (2 * CYCLES) as f64;
     client.finish();
     (rate, cpu)
 }
