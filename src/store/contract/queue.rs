@@ -16,6 +16,9 @@ pub async fn claims_oldest_first_and_each_task_once(h: &impl Harness) {
     assert_eq!((first.id.as_str(), first.prompt.as_str(), first.attempts), (ids[0].as_str(), "a", 1));
     assert_eq!((first.state, first.lease_expires_ms), (TaskState::Leased, Some(50)));
     assert_eq!(first.owner.as_deref(), Some(w.as_str()));
+    assert_eq!(first.updated_ms, 2);
+    // The answer is the task as stored after the claim, every field.
+    assert_eq!(store.task(&first.id).await.unwrap().as_ref(), Some(&first));
     assert_eq!(store.claim(&w, ms(48)).await.unwrap().unwrap().id, ids[1]);
     assert!(store.claim(&w, ms(48)).await.unwrap().is_none());
     assert!(store.enqueue(&[]).await.unwrap().is_empty());

@@ -7,8 +7,13 @@ use super::threads::Effects;
 use crate::store::ids::new_id;
 use crate::store::{Counts, Millis, Result, StoreError, SubmitOutcome, SweepReport, Task, TaskState};
 
-const TASK_COLUMNS: &str =
-    "id, prompt, state, attempts, owner, lease_expires_ms, response, dead_reason, created_ms, updated_ms";
+/// The columns [`task_from_row`] reads, in its order: a macro, so that every statement naming
+/// them is a literal (no `format!` per call, before the statement cache hashes it).
+macro_rules! task_columns {
+    () => {
+        "id, prompt, state, attempts, owner, lease_expires_ms, response, dead_reason, created_ms, updated_ms"
+    };
+}
 
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let state: String = row.get(2)?;
@@ -64,21 +69,34 @@ pub fn touch_worker(conn: &Connection, worker_id: &str, now: Millis, active_unti
 }
 
 pub fn claim(conn: &Connection, worker_id: &str, now: Millis, lease_until: Millis) -> Result<(Option<Task>, Effects)> {
-    let task = conn
-        .prepare_cached(&format!(
-            "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3, attempts = attempts + 1,
-                 updated_ms = ?2
-             WHERE seq = (SELECT seq FROM tasks WHERE state = 'queued' ORDER BY seq LIMIT 1)
-             RETURNING {TASK_COLUMNS}"
+    // The oldest queued task, then its lease, in the caller's write transaction (nothing else
+    // changes the row in between); the answer is the row as read with the lease applied. Not
+    // one `UPDATE ... RETURNING`: SQLite gathers returned rows in an ephemeral table, made and
+    // dropped per statement, which was half of a claim's instructions (BENCHMARKS.md, issue 13).
+    let next = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            task_columns!(),
+            ", seq FROM tasks WHERE state = 'queued' ORDER BY seq LIMIT 1"
         ))?
-        .query_row(params![worker_id, now, lease_until], task_from_row)
+        .query_row([], |row| Ok((task_from_row(row)?, row.get::<_, i64>(10)?)))
         .optional()?;
-    if task.is_some() {
-        // A worker holding a lease stays active at least as long as the lease.
-        conn.prepare_cached("UPDATE workers SET active_until_ms = max(active_until_ms, ?2) WHERE id = ?1")?
-            .execute(params![worker_id, lease_until])?;
-    }
-    Ok((task, Effects::NONE))
+    let Some((mut task, seq)) = next else { return Ok((None, Effects::NONE)) };
+    conn.prepare_cached(
+        "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3, attempts = attempts + 1,
+             updated_ms = ?2
+         WHERE seq = ?4",
+    )?
+    .execute(params![worker_id, now, lease_until, seq])?;
+    task.state = TaskState::Leased;
+    task.owner = Some(worker_id.to_owned());
+    task.lease_expires_ms = Some(lease_until);
+    task.attempts = task.attempts.saturating_add(1);
+    task.updated_ms = now;
+    // A worker holding a lease stays active at least as long as the lease.
+    conn.prepare_cached("UPDATE workers SET active_until_ms = max(active_until_ms, ?2) WHERE id = ?1")?
+        .execute(params![worker_id, lease_until])?;
+    Ok((Some(task), Effects::NONE))
 }
 
 pub fn release(conn: &Connection, task_id: &str, worker_id: &str, now: Millis) -> Result<(bool, Effects)> {
@@ -180,14 +198,16 @@ pub fn purge_tasks(conn: &Connection, before: Millis) -> Result<(u64, Effects)> 
 
 pub fn task(conn: &Connection, task_id: &str) -> Result<Option<Task>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
+        .prepare_cached(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?1"))?
         .query_row(params![task_id], task_from_row)
         .optional()?)
 }
 
 pub fn tasks(conn: &Connection, state: Option<TaskState>, limit: u32) -> Result<Vec<Task>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE ?1 IS NULL OR state = ?1 ORDER BY seq LIMIT ?2"
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE ?1 IS NULL OR state = ?1 ORDER BY seq LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![state.map(TaskState::as_str), limit], task_from_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -122,6 +122,32 @@ fn an_inline_write_survives_the_runtime_its_drainer_ran_on() {
     assert!(second.block_on(store.touch_worker(&worker, ms(1_000))).unwrap());
 }
 
+/// The hot UPDATEs of the queue and the journal run in one pass, with no ephemeral table
+/// (which a CHECK on an updated column would force: `db::open_migrated` turns CHECKs off).
+#[test]
+fn the_hot_updates_run_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = super::db::open_file(&dir.path().join(super::db::FILE_NAME)).unwrap();
+    let statements = [
+        "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3, attempts = attempts + 1,
+             updated_ms = ?2 WHERE seq = ?4",
+        "UPDATE tasks SET state = 'done', response = ?2, lease_expires_ms = NULL, updated_ms = ?3 WHERE id = ?1",
+        "UPDATE workers SET last_seen_ms = ?2, active_until_ms = max(active_until_ms, ?3) WHERE id = ?1",
+        "UPDATE actions SET state = 'done', result = ?2, finished_ms = ?3 WHERE task_id = ?1 AND state != 'done'",
+    ];
+    for sql in statements {
+        let mut explain = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let unbound = rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, explain.parameter_count()));
+        let opcodes: Vec<String> = explain.query_map(unbound, |row| row.get(1)).unwrap().map(Result::unwrap).collect();
+        assert!(!opcodes.is_empty(), "{sql}");
+        assert!(!opcodes.iter().any(|op| op == "OpenEphemeral"), "{sql} needs an ephemeral table: {opcodes:?}");
+    }
+    // The constraint is still in the schema, for every other tool.
+    let schema: String =
+        conn.query_row("SELECT sql FROM sqlite_schema WHERE name = 'tasks'", [], |r| r.get(0)).unwrap();
+    assert!(schema.contains("CHECK (state IN"), "{schema}");
+}
+
 #[test]
 fn a_new_store_has_small_pages() {
     let dir = tempfile::tempdir().unwrap();
