@@ -148,20 +148,25 @@ mod tests {
         assert!(s.contains("\"submitted\": true"), "{s}");
     }
 
-    #[test]
-    fn assignment_keeps_the_original_fields_in_order() {
-        let task = Task {
-            id: "task_2_abcdefghi".into(),
-            prompt: "What is 7 x 8?".into(),
+    /// A leased task with nothing else set.
+    fn leased(id: &str, prompt: String, attempts: u32) -> Task {
+        Task {
+            id: id.into(),
+            prompt,
             state: TaskState::Leased,
-            attempts: 1,
+            attempts,
             owner: None,
             lease_expires_ms: None,
             response: None,
             dead_reason: None,
             created_ms: 0,
             updated_ms: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn assignment_keeps_the_original_fields_in_order() {
+        let task = leased("task_2_abcdefghi", "What is 7 x 8?".into(), 1);
         let s = body(&assignment("worker_1_abcdefghi", &task));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(
@@ -211,18 +216,7 @@ mod tests {
             ["worker_1_abcdefghi", "", "a \"quoted\" \\ id\t\r\n", "\u{1}\u{1f}\u{7f}", "é 日本語 🦀 \u{2028}"];
         for id in strings {
             for other in strings {
-                let task = Task {
-                    id: other.into(),
-                    prompt: format!("{other} {id}"),
-                    state: TaskState::Leased,
-                    attempts: 3,
-                    owner: None,
-                    lease_expires_ms: None,
-                    response: None,
-                    dead_reason: None,
-                    created_ms: 0,
-                    updated_ms: 0,
-                };
+                let task = leased(other, format!("{other} {id}"), 3);
                 let cases: Vec<(CallToolResult, Box<dyn erased::Pretty>)> = vec![
                     (next(id), Box::new(Next { worker_id: id, submitted: None, instructions: poll_instructions(id) })),
                     (
