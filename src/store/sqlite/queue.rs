@@ -72,7 +72,7 @@ pub fn claim(conn: &Connection, worker_id: &str, now: Millis, lease_until: Milli
     // The oldest queued task, then its lease, in the caller's write transaction (nothing else
     // changes the row in between); the answer is the row as read with the lease applied. Not
     // one `UPDATE ... RETURNING`: SQLite gathers returned rows in an ephemeral table, made and
-    // dropped per statement, which was half of a claim's instructions (BENCHMARKS.md, issue 13).
+    // dropped per statement, which was a fifth of a claim's instructions (BENCHMARKS.md, issue 13).
     let next = conn
         .prepare_cached(concat!(
             "SELECT ",
