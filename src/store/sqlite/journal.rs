@@ -51,6 +51,10 @@ pub fn accept(
     Ok((events, effects))
 }
 
+/// Finishing an action: a hot UPDATE, EXPLAINed by `tests::the_hot_updates_run_in_one_pass`.
+pub(super) const FINISH_ACTION: &str =
+    "UPDATE actions SET state = 'done', result = ?2, finished_ms = ?3 WHERE task_id = ?1 AND state != 'done'";
+
 pub fn started(conn: &Connection, task_id: &str, now: Millis) -> Result<(EventRecord, Effects)> {
     conn.prepare_cached(
         "UPDATE actions SET state = 'running', started_ms = ?2 WHERE task_id = ?1 AND state = 'accepted'",
@@ -62,11 +66,7 @@ pub fn started(conn: &Connection, task_id: &str, now: Millis) -> Result<(EventRe
 
 pub fn finish(conn: &Connection, result: &WorkerResult, now: Millis) -> Result<(Option<EventRecord>, Effects)> {
     let data = to_value(result)?;
-    let changed = conn
-        .prepare_cached(
-            "UPDATE actions SET state = 'done', result = ?2, finished_ms = ?3 WHERE task_id = ?1 AND state != 'done'",
-        )?
-        .execute(params![result.task_id, data.to_string(), now])?;
+    let changed = conn.prepare_cached(FINISH_ACTION)?.execute(params![result.task_id, data.to_string(), now])?;
     if changed == 0 {
         return Ok((None, Effects::NONE));
     }

@@ -59,12 +59,16 @@ pub fn create_worker(conn: &Connection, now: Millis, active_until: Millis) -> Re
     Ok((id, Effects::NONE))
 }
 
+/// The hot UPDATEs, named for `tests::the_hot_updates_run_in_one_pass`, which EXPLAINs them.
+pub(super) const TOUCH_WORKER: &str =
+    "UPDATE workers SET last_seen_ms = ?2, active_until_ms = max(active_until_ms, ?3) WHERE id = ?1";
+pub(super) const LEASE_TASK: &str = "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3,
+     attempts = attempts + 1, updated_ms = ?2 WHERE seq = ?4";
+pub(super) const FINISH_TASK: &str =
+    "UPDATE tasks SET state = 'done', response = ?2, lease_expires_ms = NULL, updated_ms = ?3 WHERE id = ?1";
+
 pub fn touch_worker(conn: &Connection, worker_id: &str, now: Millis, active_until: Millis) -> Result<(bool, Effects)> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE workers SET last_seen_ms = ?2, active_until_ms = max(active_until_ms, ?3) WHERE id = ?1",
-        )?
-        .execute(params![worker_id, now, active_until])?;
+    let changed = conn.prepare_cached(TOUCH_WORKER)?.execute(params![worker_id, now, active_until])?;
     Ok((changed > 0, Effects::NONE))
 }
 
@@ -82,12 +86,7 @@ pub fn claim(conn: &Connection, worker_id: &str, now: Millis, lease_until: Milli
         .query_row([], |row| Ok((task_from_row(row)?, row.get::<_, i64>(10)?)))
         .optional()?;
     let Some((mut task, seq)) = next else { return Ok((None, Effects::NONE)) };
-    conn.prepare_cached(
-        "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3, attempts = attempts + 1,
-             updated_ms = ?2
-         WHERE seq = ?4",
-    )?
-    .execute(params![worker_id, now, lease_until, seq])?;
+    conn.prepare_cached(LEASE_TASK)?.execute(params![worker_id, now, lease_until, seq])?;
     task.state = TaskState::Leased;
     task.owner = Some(worker_id.to_owned());
     task.lease_expires_ms = Some(lease_until);
@@ -135,11 +134,7 @@ pub fn submit(
         TaskState::Done => SubmitOutcome::AlreadyDone { by: owner },
         TaskState::Dead => SubmitOutcome::Dead,
         TaskState::Leased | TaskState::Queued if owned => {
-            conn.prepare_cached(
-                "UPDATE tasks SET state = 'done', response = ?2, lease_expires_ms = NULL, updated_ms = ?3
-                 WHERE id = ?1",
-            )?
-            .execute(params![task_id, response, now])?;
+            conn.prepare_cached(FINISH_TASK)?.execute(params![task_id, response, now])?;
             SubmitOutcome::Accepted
         }
         TaskState::Leased | TaskState::Queued => SubmitOutcome::NotOwner,

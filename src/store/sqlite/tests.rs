@@ -129,11 +129,10 @@ fn the_hot_updates_run_in_one_pass() {
     let dir = tempfile::tempdir().unwrap();
     let conn = super::db::open_file(&dir.path().join(super::db::FILE_NAME)).unwrap();
     let statements = [
-        "UPDATE tasks SET state = 'leased', owner = ?1, lease_expires_ms = ?3, attempts = attempts + 1,
-             updated_ms = ?2 WHERE seq = ?4",
-        "UPDATE tasks SET state = 'done', response = ?2, lease_expires_ms = NULL, updated_ms = ?3 WHERE id = ?1",
-        "UPDATE workers SET last_seen_ms = ?2, active_until_ms = max(active_until_ms, ?3) WHERE id = ?1",
-        "UPDATE actions SET state = 'done', result = ?2, finished_ms = ?3 WHERE task_id = ?1 AND state != 'done'",
+        super::queue::LEASE_TASK,
+        super::queue::FINISH_TASK,
+        super::queue::TOUCH_WORKER,
+        super::journal::FINISH_ACTION,
     ];
     for sql in statements {
         let mut explain = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
